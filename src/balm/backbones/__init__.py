@@ -1,0 +1,8 @@
+"""Backbones BALM plugs into; each meets the contract in :mod:`balm.backbones.base`."""
+
+from __future__ import annotations
+
+from .base import Backbone, BackboneOutput
+from .registry import BACKBONES, build_backbone
+
+__all__ = ["Backbone", "BackboneOutput", "BACKBONES", "build_backbone"]
