@@ -7,6 +7,7 @@ class DataError(ValueError):
     """Bad input data: the message names the file, the key or field and what was expected."""
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        self.detail = message
         self.source = source
         self.field = field
         parts = []

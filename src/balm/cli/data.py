@@ -1,0 +1,127 @@
+"""``balm data``: convert feature files to the native format, inspect datasets, write synthetic sets."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from balm.data.dataset import Dataset
+from balm.data.loader import FORMATS, SYNTHETIC
+
+
+def _add_mask_args(p: argparse.ArgumentParser, what: str, seeded: str = "masks and the dev carve-out") -> None:
+    p.add_argument("--rates", type=float, nargs="+", metavar="R", help=f"missing rate per modality, in [0, 1): {what}")
+    p.add_argument("--seed", type=int, default=0, help=f"seed for {seeded} (default 0)")
+    p.add_argument("--strategy", choices=("paper", "exact", "reference"), default="paper",
+                   help="mask strategy (default paper)")
+    p.add_argument("--dev-ratio", type=float, default=None, metavar="R",
+                   help="carve this share of the training sequences into a dev split when there is none")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="convert, inspect and generate datasets")
+    sub = p.add_subparsers(dest="data_command", required=True)
+
+    c = sub.add_parser("convert", help="read a feature file and write balm's native format")
+    c.add_argument("src", help="feature file (or native directory)")
+    c.add_argument("--format", choices=FORMATS, default=None, help="input format (detected when omitted)")
+    c.add_argument("--out", required=True, help="output dataset directory")
+    c.add_argument("--name", default=None, help="dataset name (default: file name)")
+    c.add_argument("--task", choices=("classification", "regression"), default=None, help="override the inferred task")
+    c.add_argument("--label-names", nargs="+", default=None, metavar="NAME", help="class names, in index order")
+    _add_mask_args(c, "masks are drawn and stored with the dataset")
+    c.set_defaults(func=_convert)
+
+    i = sub.add_parser("info", help="summarise a dataset")
+    i.add_argument("path", help="native directory, feature file, or synthetic:iemocap / synthetic:mosei")
+    i.add_argument("--format", choices=FORMATS, default=None, help="input format (detected when omitted)")
+    _add_mask_args(i, "report the realised rates of masks drawn with these settings",
+                   "masks, the dev carve-out and synthetic data")
+    i.set_defaults(func=_info)
+
+    s = sub.add_parser("synth", help="write a synthetic IEMOCAP-like or CMU-MOSEI-like dataset")
+    s.add_argument("--like", choices=SYNTHETIC, required=True)
+    s.add_argument("--out", required=True, help="output dataset directory")
+    _add_mask_args(s, "masks are drawn and stored with the dataset", "the data, masks and the dev carve-out")
+    s.set_defaults(func=_synth)
+
+
+def _prepare(ds: Dataset, args) -> Dataset:
+    from balm.data.dev_split import ensure_dev
+    from balm.data.masks import apply_masks
+
+    if args.dev_ratio is not None:
+        ds = ensure_dev(ds, ratio=args.dev_ratio, seed=args.seed)
+    if args.rates is not None:
+        ds = apply_masks(ds, args.rates, args.seed, args.strategy)
+    return ds
+
+
+def _write(ds: Dataset, out: str) -> int:
+    from balm.data.native import save_dataset
+
+    path = save_dataset(ds, out)
+    parts = ", ".join(f"{k} {sp.num_sequences} sequences / {sp.num_utterances} utterances" for k, sp in ds.splits.items())
+    print(f"wrote {path}: {parts}")
+    return 0
+
+
+def _convert(args) -> int:
+    from balm.data.loader import load
+
+    kw = {k: v for k, v in (("name", args.name), ("task", args.task), ("label_names", args.label_names)) if v is not None}
+    ds = load(args.src, format=args.format, **kw)
+    return _write(_prepare(ds, args), args.out)
+
+
+def _synth(args) -> int:
+    from balm.data.synthetic import make_synthetic
+
+    return _write(_prepare(make_synthetic(like=args.like, seed=args.seed), args), args.out)
+
+
+def _info(args) -> int:
+    from balm.data.loader import load
+
+    ds = _prepare(load(args.path, format=args.format, seed=args.seed), args)
+    print(describe(ds))
+    return 0
+
+
+def describe(ds: Dataset) -> str:
+    """Human-readable summary: sizes, dimensions, labels and realised missing rates per split."""
+    lines = [f"dataset {ds.name}  task {ds.task}"]
+    if ds.task == "classification":
+        names = ds.label_names or [str(c) for c in range(ds.num_classes)]
+        lines[0] += f"  classes {ds.num_classes} ({', '.join(names)})"
+    lines.append("modalities: " + ", ".join(f"{m} {d}" for m, d in ds.dims().items()))
+    lines.append(f"{'split':<8}{'sequences':>10}{'utterances':>12}")
+    for k, sp in ds.splits.items():
+        lines.append(f"{k:<8}{sp.num_sequences:>10}{sp.num_utterances:>12}")
+    lines.append(
+        f"{'total':<8}{sum(sp.num_sequences for sp in ds):>10}{sum(sp.num_utterances for sp in ds):>12}"
+    )
+    for k, sp in ds.splits.items():
+        if ds.task == "classification":
+            counts = np.bincount(sp.labels, minlength=ds.num_classes)
+            lines.append(f"labels {k}: " + " ".join(f"{n}={c}" for n, c in zip(names, counts)))
+        else:
+            y = sp.labels
+            lines.append(
+                f"scores {k}: mean {y.mean():.3f} std {y.std():.3f} min {y.min():.3f} max {y.max():.3f} "
+                f"positive {int((y > 0).sum())} negative {int((y < 0).sum())} zero {int((y == 0).sum())}"
+            )
+    info = ds.mask_info
+    if info is not None and info.get("realised"):
+        head = "missing rates"
+        if info.get("rates") is not None:
+            head += f" (target {' '.join(f'{r:g}' for r in info['rates'])}, seed {info.get('seed')}, {info.get('strategy')})"
+        else:
+            head += f" ({info.get('strategy', 'user')} masks)"
+        lines.append(head + ":")
+        for k, rates in info["realised"].items():
+            lines.append(f"  {k:<6} " + " ".join(f"{m} {r:.4f}" for m, r in zip(ds.modalities, rates)))
+    else:
+        lines.append("masks: none stored (complete data)")
+    return "\n".join(lines)
