@@ -1,0 +1,103 @@
+"""Feature Calibration Module (FCM, DESIGN §2)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as BF
+
+
+class FeatureCalibration(nn.Module):
+    """Per-sequence multiplicative gates on each modality's input features (FCM).
+
+    For each sequence b and modality m (padding and missing steps excluded)::
+
+        s_b^m = Σ_t e_t^m x̃_t^m / (Σ_t e_t^m + 1e-8)          masked mean
+        z_b   = ReLU(W_g [s_b^1; …; s_b^M] + b_g)               z_b ∈ R^{d_global}
+        g_b^m = 2 · sigmoid(W_m z_b + c_m)                      gate around 1
+        x̂_t^m = e_t^m · g_b^m ⊙ x̃_t^m                           exactly 0 where missing
+
+    ``d_global`` defaults to ``Σ_m d_m // 4``. The M gate layers ``W_m`` are stored as one
+    ``nn.Linear(d_global, Σ_m d_m)`` (row blocks in modality order) so the gates cost one matmul.
+    ``last_gates[m]`` holds the (detached) gates ``g^m`` of the last call, (B, d_m).
+    """
+
+    def __init__(self, dims: Mapping[str, int], d_global: int | None = None):
+        super().__init__()
+        dims = dict(dims)
+        if len(dims) < 1:
+            raise ValueError("FeatureCalibration needs at least one modality in dims")
+        for m, d in dims.items():
+            if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+                raise ValueError(f"dims[{m!r}] must be a positive int, got {d!r}")
+        total = sum(dims.values())
+        if d_global is None:
+            d_global = max(1, total // 4)
+        if not isinstance(d_global, int) or d_global < 1:
+            raise ValueError(f"d_global must be a positive int, got {d_global!r}")
+        self.dims = dims
+        self.modalities = tuple(dims)
+        self.d_global = d_global
+        self.squeeze = nn.Linear(total, d_global)  # W_g, b_g
+        self.gates = nn.Linear(d_global, total)  # [W_1; …; W_M], [c_1; …; c_M]
+        self.last_gates: dict[str, Tensor] = {}
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}, d_global={self.d_global}"
+
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+        valid: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Calibrate ``features``; returns ``{m: x̂^m}`` with the input's shape.
+
+        Sequential data: ``features[m]`` (B, T, d_m), ``masks[m]`` (B, T) bool (True = present),
+        ``valid`` (B, T) bool (True = not padding). Non-sequential data: ``features[m]`` (B, d_m)
+        and ``masks[m]`` (B,), each sample being its own sequence of length 1. A missing
+        ``masks`` (or a modality absent from it) means "present wherever valid".
+        """
+        if set(features) != set(self.modalities):
+            raise ValueError(
+                f"features must have exactly the modalities {list(self.modalities)}, got {list(features)}"
+            )
+        first = features[self.modalities[0]]
+        sequential = first.dim() == 3
+        if first.dim() not in (2, 3):
+            raise ValueError(
+                f"features[{self.modalities[0]!r}] must be (B, T, d) or (B, d), got shape {tuple(first.shape)}"
+            )
+        lead = first.shape[:-1]
+        xs, es = [], []
+        for m in self.modalities:
+            x = features[m]
+            if x.shape[:-1] != lead or x.shape[-1] != self.dims[m]:
+                want = (*lead, self.dims[m])
+                raise ValueError(f"features[{m!r}] must have shape {want}, got {tuple(x.shape)}")
+            e = None if masks is None else masks.get(m)
+            if e is not None and e.shape != lead:
+                raise ValueError(f"masks[{m!r}] must have shape {tuple(lead)}, got {tuple(e.shape)}")
+            if valid is not None:
+                if valid.shape != lead:
+                    raise ValueError(f"valid must have shape {tuple(lead)}, got {tuple(valid.shape)}")
+                e = valid if e is None else (e & valid)
+            if e is None:
+                e = torch.ones(lead, dtype=torch.bool, device=x.device)
+            if not sequential:
+                x, e = x.unsqueeze(1), e.unsqueeze(1)
+            xs.append(x)
+            es.append(e.to(torch.bool))
+        summary = torch.cat([BF.masked_mean(x, e) for x, e in zip(xs, es)], dim=-1)
+        z = torch.relu(self.squeeze(summary))
+        gates = BF.calibration_gate(self.gates(z)).split([self.dims[m] for m in self.modalities], dim=-1)
+        out = {}
+        self.last_gates = {}
+        for m, x, e, g in zip(self.modalities, xs, es, gates):
+            self.last_gates[m] = g.detach()
+            y = BF.calibrate(x, g, e)
+            out[m] = y if sequential else y.squeeze(1)
+        return out

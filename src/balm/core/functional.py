@@ -1,0 +1,189 @@
+"""The equations of BALM as small pure functions on tensors.
+
+``FeatureCalibration`` and ``GradientRebalancer`` are thin stateful wrappers around these.
+Every function works on any device and dtype, never synchronises with the host, and is
+differentiable where an equation is (``gradcheck``-tested in float64).
+
+Shapes: ``M`` modalities, ``N`` utterances, ``C`` classes (2 for the regression view).
+Per-modality quantities are stacked along the first dimension in a fixed modality order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "MEAN_EPS",
+    "RAW_EPS",
+    "masked_mean",
+    "calibration_gate",
+    "calibrate",
+    "log_softmax",
+    "log_distribution",
+    "kl_to_fused",
+    "mse_to_fused",
+    "masked_sample_mean",
+    "deltas",
+    "coefficients",
+    "cosine_to_fused",
+    "spatial_loss",
+]
+
+MEAN_EPS = 1e-8  # the ε of the masked mean (DESIGN §2)
+RAW_EPS = 1e-8  # the ε the public code adds to ΣΔ
+
+
+def masked_mean(x: Tensor, mask: Tensor, eps: float = MEAN_EPS) -> Tensor:
+    """Masked mean over steps (FCM, DESIGN §2): ``s = Σ_t e_t x_t / (Σ_t e_t + eps)``.
+
+    x: (B, T, d); mask: (B, T) bool (True = present and not padding). Returns (B, d).
+    Entries where ``mask`` is False are ignored even if they hold non-finite values.
+    """
+    x_kept = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))
+    count = mask.sum(dim=1, keepdim=True).to(x.dtype)
+    return x_kept.sum(dim=1) / (count + eps)
+
+
+def calibration_gate(logits: Tensor) -> Tensor:
+    """FCM gate ``g = 2 · sigmoid(W_m z + c_m)``: in (0, 2), equal to 1 at logit 0."""
+    return 2.0 * torch.sigmoid(logits)
+
+
+def calibrate(x: Tensor, gate: Tensor, mask: Tensor) -> Tensor:
+    """Calibrated input ``x̂_t = e_t · g ⊙ x_t`` (FCM, DESIGN §2).
+
+    x: (B, T, d); gate: (B, d), one gate per sequence; mask: (B, T) bool.
+    The result is exactly zero where ``mask`` is False.
+    """
+    return torch.where(mask.unsqueeze(-1), gate.unsqueeze(1) * x, x.new_zeros(()))
+
+
+def log_softmax(x: Tensor) -> Tensor:
+    """``log_softmax`` over the last dimension.
+
+    On CPU, PyTorch's kernel is several times slower along a short last dimension (a handful of
+    classes) than along a leading one, so there the classes are moved to dimension −2 first.
+    """
+    if x.device.type == "cpu" and x.dim() >= 2 and x.shape[-1] <= 16:
+        return x.transpose(-1, -2).contiguous().log_softmax(-2).transpose(-1, -2)
+    return x.log_softmax(-1)
+
+
+def log_distribution(output: Tensor, task: str) -> Tensor:
+    """Log of the predictive distribution δ(output) used by the distribution-driven term.
+
+    Classification: ``log_softmax`` of logits (..., C). Regression: scores (...,) or (..., 1) are
+    viewed as two-class probabilities ``[sigmoid(−s), sigmoid(s)]``; returns their logs (..., 2).
+    """
+    if task == "classification":
+        return log_softmax(output)
+    if task == "regression":
+        s = output.squeeze(-1) if output.dim() > 1 and output.shape[-1] == 1 else output
+        return torch.stack([F.logsigmoid(-s), F.logsigmoid(s)], dim=-1)
+    raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+
+
+def masked_sample_mean(values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Mean of per-sample ``values`` (..., N) over samples where ``mask`` (..., N) is True.
+
+    Returns ``(mean, count)``; where no sample is selected the mean is 0 and count 0.
+    """
+    if mask is None:
+        count = torch.full(values.shape[:-1], values.shape[-1], dtype=values.dtype, device=values.device)
+        return values.mean(dim=-1), count
+    kept = torch.where(mask, values, values.new_zeros(()))
+    count = mask.sum(dim=-1).to(values.dtype)
+    return kept.sum(dim=-1) / count.clamp_min(1.0), count
+
+
+def kl_to_fused(fused_log: Tensor, head_log: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``KL(ŷ ‖ ŷ^m) = Σ_c ŷ_c (log ŷ_c − log ŷ^m_c)``, batch-mean over the selected samples (Eq. 19).
+
+    fused_log: (N, C) log-probabilities of the fused prediction ŷ; head_log: (M, N, C) of the
+    unimodal predictions ŷ^m (or (N, C) for one modality); mask: (M, N) / (N,) bool of the samples
+    that enter each modality's mean (None = all). Returns ``(kl, count)`` of shape (M,) (or ()).
+    """
+    p = fused_log.exp()
+    per_sample = (p * (fused_log - head_log)).sum(dim=-1)
+    return masked_sample_mean(per_sample, mask)
+
+
+def mse_to_fused(fused_log: Tensor, head_log: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """BALM-M discrepancy: mean squared difference of the probabilities ŷ and ŷ^m.
+
+    Per sample ``(1/C) Σ_c (ŷ_c − ŷ^m_c)²`` (``nn.MSELoss``'s mean), then the masked batch-mean;
+    same shapes and return value as :func:`kl_to_fused`.
+    """
+    per_sample = (fused_log.exp() - head_log.exp()).pow(2).mean(dim=-1)
+    return masked_sample_mean(per_sample, mask)
+
+
+def deltas(previous: Tensor, current: Tensor, has_previous: Tensor | bool) -> Tensor:
+    """``Δ_t = KL_{t−1} − KL_t``, and ``Δ = KL_t`` where there is no previous value (Eq. 20)."""
+    if isinstance(has_previous, bool):
+        return previous - current if has_previous else current.clone()
+    return torch.where(has_previous, previous - current, current)
+
+
+def coefficients(
+    delta: Tensor,
+    rho: float,
+    mode: str = "guarded",
+    eps: float = 1e-5,
+    scale: Tensor | float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Modulation coefficients ``μ^m = ρ · Σ_{m'≠m} Δ^{m'} / Σ_{m'} Δ^{m'}`` (Eq. 21).
+
+    delta: (M,). Returns ``(mu, clamped, fallback)``: ``mu`` (M,), and two 0-dim bool tensors saying
+    whether the guarded rule clamped a negative Δ, and whether it fell back to the uniform value.
+
+    ``mode="raw"``: the public formula ``ρ (ΣΔ − Δ^m) / (ΣΔ + 1e-8)`` with no guard (the flags then
+    say what the guard *would* have done, so degenerate steps stay visible in logs).
+
+    ``mode="guarded"``: Δ is replaced by its positive part ``Δ⁺ = max(Δ, 0)`` (a modality that moved
+    away from the fused prediction has made no progress, not negative progress), so
+    ``μ^m = ρ Σ_{m'≠m} Δ⁺^{m'} / Σ Δ⁺ ∈ [0, ρ]``, identical to the paper whenever every Δ ≥ 0.
+    If ``ΣΔ⁺ ≤ eps · scale`` (no measurable progress relative to the KL's own magnitude ``scale``,
+    default ``Σ|Δ|``) there is no evidence of imbalance and ``μ^m = ρ (M−1)/M`` for every m, the
+    value the formula gives when all Δ are equal.
+    """
+    if delta.dim() != 1 or delta.shape[0] < 2:
+        raise ValueError(f"delta must have shape (M,) with M >= 2, got {tuple(delta.shape)}")
+    m = delta.shape[0]
+    if scale is None:
+        scale = delta.abs().sum()
+    clamped = (delta < 0).any()
+    positive = delta.clamp_min(0.0)
+    total_pos = positive.sum()
+    scale = torch.as_tensor(scale, dtype=delta.dtype, device=delta.device).abs()
+    fallback = ~((total_pos > eps * scale) & (total_pos > 0))
+    if mode == "raw":
+        total = delta.sum()
+        mu = rho * (total - delta) / (total + RAW_EPS)
+        return mu, clamped, fallback
+    if mode != "guarded":
+        raise ValueError(f"coefficients mode must be 'guarded' or 'raw', got {mode!r}")
+    safe_total = torch.where(fallback, torch.ones_like(total_pos), total_pos)
+    mu = rho * (total_pos - positive) / safe_total
+    uniform = torch.full_like(mu, rho * (m - 1) / m)
+    return torch.where(fallback, uniform, mu), clamped & ~fallback, fallback
+
+
+def cosine_to_fused(head_weights: Tensor, fused_weight: Tensor, eps: float = 1e-8) -> Tensor:
+    """``cos^m = cos(vec W_2^m, vec W_pred)`` (Eq. 23–24).
+
+    head_weights: (M, C, d_h) output weights of the unimodal heads; fused_weight: (C, d_h).
+    Returns (M,).
+    """
+    a = head_weights.reshape(head_weights.shape[0], -1)
+    b = fused_weight.reshape(1, -1)
+    return F.cosine_similarity(a, b.expand_as(a), dim=-1, eps=eps)
+
+
+def spatial_loss(mu_bar: Tensor, cos: Tensor) -> Tensor:
+    """``L_mod = (1/M) Σ_m |μ̄^m · cos^m|`` with ``μ̄ = μ/ρ`` (Eq. 25–26); entry m pairs with entry m."""
+    if mu_bar.shape != cos.shape:
+        raise ValueError(f"mu_bar {tuple(mu_bar.shape)} and cos {tuple(cos.shape)} must pair one to one")
+    return (mu_bar * cos).abs().mean()
