@@ -64,7 +64,7 @@ def test_balm_s_estimates_mu_but_leaves_gradients():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"unknown BALM variant 'balm-x'.*'balm-d'"):
+    with pytest.raises(ValueError, match=r"unknown variant 'balm-x'.*'balm-d'.*'ogm-ge'"):
         build_variant("balm-x", **parts())
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['rhoo'\]"):
         build_variant("balm", **parts(), rhoo=1.2)
@@ -75,3 +75,20 @@ def test_errors():
     # the variant's own value is accepted; options of an absent part are unused
     assert build_variant("balm-d", **parts(), spatial=False).rebalancer.spatial is False
     assert build_variant("fcm-only", **parts(), rho=1.5).rebalancer is None
+
+
+def test_baselines_are_built_by_name():
+    from balm.core.baselines import BASELINES
+    from balm.core.variants import METHODS
+
+    dims = {"a": 4, "b": 3}
+    enc = nn.ModuleDict({m: nn.Linear(d, 5) for m, d in dims.items()})
+    head = nn.Linear(10, 3)
+    assert set(BASELINES) <= set(METHODS)
+    for name in BASELINES:
+        v = build_variant(name, dims=dims, encoders=enc, embed_dims={m: 5 for m in dims}, fusion_head=head, num_classes=3)
+        assert v.name == name and v.rebalancer is not None
+        assert set(v.rebalancer.touched()) == set(dims)
+    # a BALM option is accepted (unused) by a baseline, and a baseline option by a BALM variant
+    build_variant("ogm-ge", dims=dims, encoders=enc, embed_dims={m: 5 for m in dims}, fusion_head=head, num_classes=3, tau=0.3)
+    build_variant("balm", dims=dims, encoders=enc, embed_dims={m: 5 for m in dims}, fusion_head=head, num_classes=3, alpha=0.2)

@@ -3,6 +3,6 @@
 from . import functional
 from .feature_calibration import FeatureCalibration
 from .gradient_rebalancer import GradientRebalancer
-from .variants import VARIANTS, Variant, build_variant
+from .variants import METHODS, VARIANTS, Variant, build_variant
 
-__all__ = ["FeatureCalibration", "GradientRebalancer", "Variant", "VARIANTS", "build_variant", "functional"]
+__all__ = ["FeatureCalibration", "GradientRebalancer", "Variant", "VARIANTS", "METHODS", "build_variant", "functional"]

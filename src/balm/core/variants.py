@@ -8,10 +8,13 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from .baselines import BASELINES, OPTIONS as BASELINE_OPTIONS, build_baseline
 from .feature_calibration import FeatureCalibration
 from .gradient_rebalancer import GradientRebalancer
 
 VARIANTS = ("none", "fcm-only", "grm-only", "balm", "balm-d", "balm-s", "balm-m")
+# every method selectable by name: BALM's variants and the balancing methods it builds on
+METHODS = VARIANTS + BASELINES
 
 # name -> (uses FCM, GRM settings fixed by the variant or None for no GRM)
 _SPEC: dict[str, tuple[bool, dict[str, Any] | None]] = {
@@ -52,16 +55,23 @@ def build_variant(
     num_classes: int | None = None,
     **options: Any,
 ) -> Variant:
-    """Build variant ``name`` (one of :data:`VARIANTS`) for a backbone.
+    """Build variant ``name`` (one of :data:`METHODS`: BALM's :data:`VARIANTS` or a baseline of
+    :data:`balm.core.baselines.BASELINES`, built by :func:`balm.core.baselines.build_baseline`).
 
     ``options``: ``d_global`` for FCM and any keyword of :class:`GradientRebalancer` (rho, tau,
     noise, lr, ...). Options of a part the variant lacks are accepted and unused, so one
     configuration can drive every variant; an option the variant fixes (``distribution``,
     ``spatial``, ``scale_gradients``) may only be given with the variant's own value.
     """
+    if name in BASELINES:
+        return build_baseline(
+            name, dims=dims, encoders=encoders, embed_dims=embed_dims, fusion_head=fusion_head,
+            task=task, num_classes=num_classes, **options,
+        )
     if name not in _SPEC:
-        raise ValueError(f"unknown BALM variant {name!r}; choose one of {list(VARIANTS)}")
-    unknown = sorted(set(options) - set(FCM_OPTIONS) - set(GRM_OPTIONS))
+        raise ValueError(f"unknown variant {name!r}; choose one of {list(METHODS)}")
+    baseline_only = set().union(*BASELINE_OPTIONS.values())
+    unknown = sorted(set(options) - set(FCM_OPTIONS) - set(GRM_OPTIONS) - baseline_only)
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for variant {name!r}; valid: {sorted(FCM_OPTIONS + GRM_OPTIONS)}")
     use_fcm, fixed = _SPEC[name]

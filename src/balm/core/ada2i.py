@@ -1,0 +1,199 @@
+"""Ada2I (Nguyen et al., ACM MM 2024): adaptive feature weighting (AFW) on the inputs and adaptive
+modality weighting (AMW) of the encoders' gradients from the disparity ratio."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .ogm_ge import OGMGE
+
+FEATURE_TARGETS = ("weights", "features")
+
+
+def interaction_factors(proj: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+    """Factors of AFW's Khatri–Rao interaction ``G = (q_1 ⊗ q_2) ⊙ (k_1 ⊗ k_2) = u ⊗ v`` with
+    ``u = q_1 ⊙ k_1`` and ``v = q_2 ⊙ k_2``. proj: (..., 4R) = [q_1, q_2, k_1, k_2]. Returns u, v (..., R)."""
+    q1, q2, k1, k2 = proj.split(rank, dim=-1)
+    return q1 * k1, q2 * k2
+
+
+def summary_matrix(u: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """``M_b = mean_t G_{b,t}`` over present steps, (B, R, R); the identity (neutral in the
+    contraction) for a sequence where the modality is never present. u, v: (B, T, R); mask: (B, T)."""
+    kept = torch.where(mask.unsqueeze(-1), u, u.new_zeros(()))
+    count = mask.sum(dim=1).to(u.dtype)
+    mean = torch.einsum("btr,bts->brs", kept, v) / count.clamp_min(1.0)[:, None, None]
+    eye = torch.eye(u.shape[-1], dtype=u.dtype, device=u.device).expand_as(mean)
+    return torch.where((count > 0)[:, None, None], mean, eye)
+
+
+def contract(u: Tensor, v: Tensor, others: list[Tensor]) -> Tensor:
+    """``vec(G · M^{l_1} · M^{l_2} ⋯)`` for ``G_{b,t} = u_{b,t} ⊗ v_{b,t}``: (B, T, R·R).
+    others: the summaries (B, R, R) of the other modalities, in modality order."""
+    w = v
+    for mat in others:
+        w = torch.einsum("btr,brs->bts", w, mat)
+    return (u.unsqueeze(-1) * w.unsqueeze(-2)).flatten(-2)
+
+
+class AFWLayer(nn.Module):
+    """One AFW layer: per modality j, ``A^j = W_o^j vec(G^j Π_{l≠j} M^l) + b_o^j`` and
+    ``x'^j = (A^j + β) ⊙ x^j`` (zero where j is missing), with the intra-modal mapping loss
+    ``mean |W_map^j x^j + b − A^j|`` over present steps (``target="features"``: against x'^j)."""
+
+    def __init__(self, dims: Mapping[str, int], rank: int, beta: float, dropout: float, target: str):
+        super().__init__()
+        self.modalities, self.rank, self.beta, self.target = tuple(dims), rank, beta, target
+        self.proj = nn.ModuleDict({m: nn.Linear(d, 4 * rank) for m, d in dims.items()})
+        self.out = nn.ModuleDict({m: nn.Linear(rank * rank, d) for m, d in dims.items()})
+        self.mapping = nn.ModuleDict({m: nn.Linear(d, d) for m, d in dims.items()})
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, xs: list[Tensor], es: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+        factors = [interaction_factors(self.proj[m](x), self.rank) for m, x in zip(self.modalities, xs)]
+        summaries = [summary_matrix(u, v, e) for (u, v), e in zip(factors, es)]
+        ys, losses = [], []
+        for j, (m, x, e) in enumerate(zip(self.modalities, xs, es)):
+            u, v = factors[j]
+            att = self.out[m](contract(u, v, [s for i, s in enumerate(summaries) if i != j]))
+            y = torch.where(e.unsqueeze(-1), (att + self.beta) * x, x.new_zeros(()))
+            target = att if self.target == "weights" else y
+            err = (self.mapping[m](x) - target).abs().sum(-1)
+            n = e.sum().to(x.dtype) * x.shape[-1]
+            losses.append(torch.where(e, err, err.new_zeros(())).sum() / n.clamp_min(1.0))
+            ys.append(self.dropout(y))
+        return ys, torch.stack(losses).mean()
+
+
+class AdaptiveFeatureWeighting(nn.Module):
+    """Ada2I's AFW as an input module (the ``fcm`` slot): ``n_layers`` stacked :class:`AFWLayer`.
+
+    ``forward(features, masks, valid)`` has FeatureCalibration's signature and shapes ((B, T, d_m)
+    or (B, d_m)) and returns the weighted features, exactly zero where a modality is missing or at
+    padding. In training mode with gradients enabled, the summed mapping loss of the layers
+    (L_feature) is kept in :attr:`feature_loss` for :class:`Ada2I` to add to the task loss.
+
+    Defaults ``beta=1``, ``n_layers=1`` make each layer start near the identity on raw inputs; the
+    official IEMOCAP values (``beta=0.012``, two layers, tuned for encoder outputs) shrink raw
+    inputs about 300-fold at initialisation (docs/baselines.md).
+    """
+
+    def __init__(
+        self,
+        dims: Mapping[str, int],
+        rank: int = 11,
+        beta: float = 1.0,
+        n_layers: int = 1,
+        dropout: float = 0.1,
+        feature_target: str = "weights",
+    ):
+        super().__init__()
+        dims = dict(dims)
+        if len(dims) < 2:
+            raise ValueError(f"AdaptiveFeatureWeighting needs at least two modalities, got {list(dims)}")
+        for m, d in dims.items():
+            if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+                raise ValueError(f"dims[{m!r}] must be a positive int, got {d!r}")
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be a positive int, got {rank!r}")
+        if not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+        if not math.isfinite(beta):
+            raise ValueError(f"beta must be a finite number, got {beta!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if feature_target not in FEATURE_TARGETS:
+            raise ValueError(f"feature_target must be one of {FEATURE_TARGETS}, got {feature_target!r}")
+        self.dims, self.modalities = dims, tuple(dims)
+        self.layers = nn.ModuleList(AFWLayer(dims, rank, float(beta), dropout, feature_target) for _ in range(n_layers))
+        self.feature_loss: Tensor | None = None
+
+    def pop_feature_loss(self) -> Tensor | None:
+        """L_feature of the last training forward (then forgotten), or None."""
+        loss, self.feature_loss = self.feature_loss, None
+        return loss
+
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+        valid: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        if set(features) != set(self.modalities):
+            raise ValueError(f"features must have exactly the modalities {list(self.modalities)}, got {list(features)}")
+        first = features[self.modalities[0]]
+        if first.dim() not in (2, 3):
+            raise ValueError(f"features[{self.modalities[0]!r}] must be (B, T, d) or (B, d), got shape {tuple(first.shape)}")
+        sequential = first.dim() == 3
+        lead = first.shape[:-1]
+        xs, es = [], []
+        for m in self.modalities:
+            x = features[m]
+            if x.shape[:-1] != lead or x.shape[-1] != self.dims[m]:
+                raise ValueError(f"features[{m!r}] must have shape {(*lead, self.dims[m])}, got {tuple(x.shape)}")
+            e = None if masks is None else masks.get(m)
+            if e is not None and e.shape != lead:
+                raise ValueError(f"masks[{m!r}] must have shape {tuple(lead)}, got {tuple(e.shape)}")
+            if valid is not None:
+                if valid.shape != lead:
+                    raise ValueError(f"valid must have shape {tuple(lead)}, got {tuple(valid.shape)}")
+                e = valid if e is None else (e & valid)
+            if e is None:
+                e = torch.ones(lead, dtype=torch.bool, device=x.device)
+            e = e.to(torch.bool)
+            if not sequential:
+                x, e = x.unsqueeze(1), e.unsqueeze(1)
+            xs.append(x)
+            es.append(e)
+        total = None
+        for layer in self.layers:
+            xs, loss = layer(xs, es)
+            total = loss if total is None else total + loss
+        self.feature_loss = total if (self.training and torch.is_grad_enabled()) else None
+        return {m: (x if sequential else x.squeeze(1)) for m, x in zip(self.modalities, xs)}
+
+
+class Ada2I(OGMGE):
+    """Ada2I's adaptive modality weighting (AMW) plus the feature loss of its AFW.
+
+    Unimodal outputs out^m (linear heads on detached z^m, or the fusion-head split, as in
+    :class:`OGMGE`), scores ``s^m = mean_i δ(out^m_i)[y_i]``, the disparity ratio
+    ``ρ^m = s^m / min_{m'} s^{m'}`` and ``k^m = 1 − tanh(α ρ^m)`` for ``ρ^m > 1`` else 1; encoder m's
+    gradients become ``k^m g`` plus, with ``noise``, ``N(0, std(k^m g)²)`` (std of the scaled
+    gradient, as in Ada2I's code). :meth:`alignment_loss` returns ``feature_weight · L_feature`` of
+    ``feature_weighting``'s last training forward (at every epoch, not only in the window).
+    """
+
+    method = "Ada2I"
+    noise_reference = "after"
+
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        embed_dims: Mapping[str, int],
+        fusion_head: nn.Linear,
+        *,
+        feature_weighting: AdaptiveFeatureWeighting | None = None,
+        feature_weight: float = 1.0,
+        alpha: float = 0.037,
+        **kwargs,
+    ):
+        super().__init__(encoders, embed_dims, fusion_head, alpha=alpha, **kwargs)
+        if feature_weighting is not None and not isinstance(feature_weighting, AdaptiveFeatureWeighting):
+            raise TypeError(f"feature_weighting must be an AdaptiveFeatureWeighting, got {type(feature_weighting).__name__}")
+        if not (math.isfinite(feature_weight) and feature_weight >= 0):
+            raise ValueError(f"feature_weight must be a non-negative number, got {feature_weight!r}")
+        self.__dict__["_afw"] = feature_weighting  # a reference: the model owns it (fcm slot)
+        self.feature_weight = float(feature_weight)
+
+    def alignment_loss(self) -> Tensor:
+        """``feature_weight · L_feature`` of the AFW's last training forward, or zero."""
+        w = self._fusion_head.weight
+        loss = self._afw.pop_feature_loss() if self._afw is not None else None
+        if loss is None or self.feature_weight == 0:
+            return torch.zeros((), device=w.device, dtype=w.dtype)
+        return self.feature_weight * loss.to(w.dtype)

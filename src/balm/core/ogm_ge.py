@@ -1,0 +1,202 @@
+"""OGM-GE: on-the-fly gradient modulation with generalisation enhancement (Peng et al., CVPR 2022),
+generalised to M modalities by the ratio against the weakest modality (as Ada2I does)."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import functional as BF
+from .baselines import BaselineRebalancer
+
+SCORE_SOURCES = ("heads", "split")
+FORMS = ("published", "continuous")
+
+
+def true_class_confidence(outputs: Tensor, targets: Tensor, task: str) -> Tensor:
+    """``p^m_i = δ(out^m_i)[y_i]``: each modality's probability of the true class.
+
+    outputs: (M, N, C) logits, or (M, N) / (M, N, 1) scores for regression, seen as the two classes
+    ``[sigmoid(−s), sigmoid(s)]`` with true class ``1[y > 0]``. Returns (M, N).
+    """
+    if task == "regression":
+        outputs = outputs.reshape(outputs.shape[0], outputs.shape[1])
+        cls = (targets > 0).long()
+    else:
+        cls = targets.long()
+    logp = BF.log_distribution(outputs, task)
+    index = cls.expand(outputs.shape[0], -1).unsqueeze(-1).to(logp.device)
+    return logp.gather(-1, index).squeeze(-1).exp()
+
+
+def confidence_scores(confidence: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``s^m = mean_i p^m_i`` over the samples where m is present (OGM-GE's Σ_i, divided by the
+    count so modalities with different missing rates compare fairly). Returns ``(s (M,), count (M,))``."""
+    return BF.masked_sample_mean(confidence, present)
+
+
+def disparity_ratios(scores: Tensor, valid: Tensor | None = None) -> Tensor:
+    """``ρ^m = s^m / min_{m'} s^{m'}`` over modalities with ``valid`` (some present sample);
+    ``ρ = 1`` for the others (and for all if none is valid). scores: (M,). Returns (M,)."""
+    if valid is None:
+        valid = torch.ones_like(scores, dtype=torch.bool)
+    big = torch.full_like(scores, math.inf)
+    smallest = torch.where(valid, scores, big).min()
+    ok = valid & torch.isfinite(smallest) & (smallest > 0)
+    return torch.where(ok, scores / torch.where(ok.any(), smallest, torch.ones_like(smallest)), torch.ones_like(scores))
+
+
+def ogm_coefficients(ratio: Tensor, alpha: float, form: str = "published") -> Tensor:
+    """OGM-GE's Eq. 10 applied to every modality: ``k^m = 1 − tanh(α ρ^m)`` if ``ρ^m > 1``, else 1.
+
+    ``form="continuous"``: ``k^m = 1 − tanh(α relu(ρ^m − 1))``, which is 1 at ρ = 1 instead of
+    jumping from 1 to ``1 − tanh(α)``.
+    """
+    if form == "published":
+        value = 1.0 - torch.tanh(alpha * F.relu(ratio))
+    elif form == "continuous":
+        value = 1.0 - torch.tanh(alpha * F.relu(ratio - 1.0))
+    else:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    return torch.where(ratio > 1, value, torch.ones_like(ratio))
+
+
+def split_logits(embeddings: list[Tensor], fusion_head: nn.Linear) -> Tensor:
+    """OGM-GE's unimodal outputs for concatenation fusion: ``out^m = z^m W_mᵀ + b/M``, where
+    ``W_m`` is the column block of ``W_pred`` that multiplies z^m in ``[z^1; …; z^M]``.
+    embeddings: M tensors (N, d_m) in concatenation order. Returns (M, N, C), detached."""
+    w, b = fusion_head.weight.detach(), fusion_head.bias
+    blocks = w.split([z.shape[1] for z in embeddings], dim=1)
+    bias = b.detach() / len(embeddings) if b is not None else None
+    return torch.stack([F.linear(z.to(w.dtype), wm, bias) for z, wm in zip(embeddings, blocks)])
+
+
+class OGMGE(BaselineRebalancer):
+    """OGM-GE for any backbone and M ≥ 2 modalities (docs/baselines.md).
+
+    Per step, after ``loss.backward()``:
+    ``s^m = mean_i δ(out^m_i)[y_i]``, ``ρ^m = s^m / min_{m'} s^{m'}``,
+    ``k^m = 1 − tanh(α ρ^m)`` for ``ρ^m > 1`` else 1, and every gradient of encoder m becomes
+    ``k^m g`` (+ ``N(0, std(g)²)`` with ``noise``, the GE part).
+
+    ``scores="heads"`` (default): ``out^m`` comes from a linear head per modality on the detached
+    z^m, trained by ``head_optimizer`` (Adam) on the task loss; scores use the heads before this
+    step's update. ``scores="split"``: OGM-GE's own view for a fusion head applied directly to
+    ``[z^1; …; z^M]`` (concatenation in the order of ``encoders``): ``out^m = z^m W_mᵀ + b/M``;
+    valid only for such backbones (checked by width only). Regression uses the two-class view
+    ``[sigmoid(−s), sigmoid(s)]`` with true class ``1[y > 0]``.
+    """
+
+    method = "OGM-GE"
+    noise_reference = "before"
+
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        embed_dims: Mapping[str, int],
+        fusion_head: nn.Linear,
+        *,
+        task: str = "classification",
+        num_classes: int | None = None,
+        alpha: float = 0.1,
+        scores: str = "heads",
+        form: str = "published",
+        noise: bool = True,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        start_epoch: int = 0,
+        end_epoch: int | None = None,
+        missing_aware: bool = True,
+        track_stats: bool = True,
+    ):
+        super().__init__(
+            encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, lr=lr,
+            weight_decay=weight_decay, start_epoch=start_epoch, end_epoch=end_epoch,
+            missing_aware=missing_aware, track_stats=track_stats,
+        )
+        if not (math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+        if scores not in SCORE_SOURCES:
+            raise ValueError(f"scores must be one of {SCORE_SOURCES}, got {scores!r}")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        total = sum(self.embed_dims.values())
+        if scores == "split" and fusion_head.in_features != total:
+            raise ValueError(
+                f"scores='split' needs a fusion head applied to the concatenated embeddings "
+                f"(in_features = Σ embed_dims = {total}), got in_features={fusion_head.in_features}; "
+                "use scores='heads' for this backbone"
+            )
+        self.alpha, self.scores, self.form, self.noise = float(alpha), scores, form, bool(noise)
+        w = fusion_head.weight
+        self.heads: nn.ModuleDict | None = None
+        if scores == "heads":
+            self.heads = nn.ModuleDict(
+                {m: nn.Linear(self.embed_dims[m], self.out_features) for m in self.modalities}
+            ).to(device=w.device, dtype=w.dtype)
+            self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def _unimodal_outputs(self, zs: list[Tensor]) -> Tensor:
+        if self.heads is None:
+            return split_logits(zs, self._fusion_head)
+        return torch.stack([self.heads[m](z) for m, z in zip(self.modalities, zs)])
+
+    @torch.no_grad()
+    def coefficients(self, outputs: Tensor, targets: Tensor, present: Tensor | None = None) -> dict[str, Tensor]:
+        """Confidence, score, ratio and coefficient (each (M,)) from unimodal outputs (M, N, C)."""
+        conf = true_class_confidence(outputs.float(), targets, self.task)
+        score, count = confidence_scores(conf, present)
+        ratio = disparity_ratios(score, count > 0)
+        return {"confidence": score, "ratio": ratio, "coeff": ogm_coefficients(ratio, self.alpha, self.form), "n_present": count}
+
+    def rebalance_(
+        self,
+        embeddings: Mapping[str, Tensor],
+        fused_output: Tensor,
+        targets: Tensor,
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        """One step after ``loss.backward()``, before ``optimizer.step()``.
+
+        embeddings[m]: (N, d_z^m); fused_output: (N, C) logits or (N,) scores (unused by OGM-GE
+        beyond its length); targets: (N,); masks[m]: (N,) bool, True where m is present.
+        Trains the heads one step (at every step, also outside the window, so that they are ready
+        when it opens) and, inside the window, multiplies encoder m's gradients by ``k^m``.
+        """
+        self._check(embeddings, fused_output, targets, masks)
+        w = self._fusion_head.weight
+        zs = [embeddings[m].detach().to(w.dtype) for m in self.modalities]
+        present = self._present(masks, w.device)
+        targets = targets.detach().to(w.device)
+        with torch.enable_grad():
+            outs = self._unimodal_outputs(zs)
+            if self.heads is not None:
+                head_loss, _ = self._head_losses(outs, targets, present)
+                self.head_optimizer.zero_grad(set_to_none=True)
+                head_loss.sum().backward()
+                self.head_optimizer.step()
+        with torch.no_grad():
+            last = self.coefficients(outs.detach(), targets, present)
+            if self.heads is not None:
+                last["head_loss"] = head_loss.detach()
+            self._modulate(last)
+            self._last = last
+
+    def _modulate(self, last: dict[str, Tensor]) -> None:
+        """Scale encoder gradients by ``last["coeff"]`` inside the window and record grad norms."""
+        coeff = last["coeff"] if self.active else torch.ones_like(last["coeff"])
+        last["coeff"] = coeff
+        if self.track_stats:
+            before = self._grad_norms()
+        if self.active:
+            self._scale_gradients(coeff, self.noise_reference if self.noise else None)
+        if self.track_stats:
+            last["grad_norm_before"] = before
+            if self.active and self.noise:
+                last["grad_norm_after"] = self._grad_norms()
+            else:
+                last["grad_norm_after"] = before * coeff.to(before.dtype)
