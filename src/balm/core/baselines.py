@@ -20,38 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as BF
+from .contract import TASKS, check_contract, encoder_parameters
 
 BASELINES = ("ogm-ge", "cggm", "ada2i")
-TASKS = ("classification", "regression")
-
-
-def encoder_parameters(
-    encoders: Mapping[str, nn.Module], fusion_head: nn.Module
-) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Trainable ``(name, parameter)`` pairs of each encoder.
-
-    Raises if a parameter is shared between two encoders or with the fusion head (its gradient
-    could not be scaled by one modality's coefficient) or if an encoder has nothing to train.
-    """
-    owner: dict[int, str] = {id(p): "the fusion head" for p in fusion_head.parameters()}
-    out: dict[str, list[tuple[str, nn.Parameter]]] = {}
-    for m, enc in encoders.items():
-        if not isinstance(enc, nn.Module):
-            raise TypeError(f"encoders[{m!r}] must be an nn.Module, got {type(enc).__name__}")
-        params = []
-        for name, p in enc.named_parameters():
-            if id(p) in owner:
-                raise ValueError(
-                    f"parameter {name!r} of encoder {m!r} is shared with {owner[id(p)]}; each encoder's "
-                    "gradients are scaled by its own coefficient, so parameters must not be shared"
-                )
-            owner[id(p)] = f"encoder {m!r}"
-            if p.requires_grad:
-                params.append((name, p))
-        if not params:
-            raise ValueError(f"encoder {m!r} has no trainable parameters; there is nothing to rebalance")
-        out[m] = params
-    return out
 
 
 class BaselineRebalancer(nn.Module):
@@ -85,25 +56,7 @@ class BaselineRebalancer(nn.Module):
         super().__init__()
         encoders = dict(encoders.items())
         embed_dims = dict(embed_dims.items())
-        if len(encoders) < 2:
-            raise ValueError(f"{self.method} needs at least two modalities, got {list(encoders)}")
-        if set(encoders) != set(embed_dims):
-            raise ValueError(f"encoders {list(encoders)} and embed_dims {list(embed_dims)} must name the same modalities")
-        for m, d in embed_dims.items():
-            if not isinstance(d, int) or isinstance(d, bool) or d < 1:
-                raise ValueError(f"embed_dims[{m!r}] must be a positive int, got {d!r}")
-        if not isinstance(fusion_head, nn.Linear):
-            raise TypeError(f"fusion_head must be an nn.Linear (F_pred), got {type(fusion_head).__name__}")
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        out = fusion_head.out_features
-        if task == "regression" and out != 1:
-            raise ValueError(f"regression needs a fusion head with 1 output, got out_features={out}")
-        if task == "classification":
-            if out < 2:
-                raise ValueError(f"classification needs a fusion head with >= 2 outputs, got {out}")
-            if num_classes is not None and num_classes != out:
-                raise ValueError(f"num_classes={num_classes} but fusion_head.out_features={out}")
+        out = check_contract(encoders, embed_dims, fusion_head, task, num_classes, self.method)
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         if not (math.isfinite(weight_decay) and weight_decay >= 0):

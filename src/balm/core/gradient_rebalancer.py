@@ -10,39 +10,12 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as BF
+from .contract import TASKS, check_contract, encoder_parameters
 
-TASKS = ("classification", "regression")
 DISTRIBUTIONS = ("kl", "mse", None)
 COEFFICIENT_MODES = ("guarded", "raw")
 DELTA_MODES = ("same-batch", "history")
 STAT_KEYS = ("kl", "delta", "mu", "head_loss", "n_present", "cos", "grad_norm_before", "grad_norm_after")
-
-
-def _parameter_owners(encoders: Mapping[str, nn.Module], fusion_head: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Trainable parameters of each encoder; raises if any parameter has two owners."""
-    owner: dict[int, str] = {}
-    where: dict[int, str] = {}
-    for pname, p in fusion_head.named_parameters():
-        owner[id(p)], where[id(p)] = "the fusion head", pname
-    out: dict[str, list[tuple[str, nn.Parameter]]] = {}
-    for m, enc in encoders.items():
-        if not isinstance(enc, nn.Module):
-            raise TypeError(f"encoders[{m!r}] must be an nn.Module, got {type(enc).__name__}")
-        params = []
-        for pname, p in enc.named_parameters():
-            if id(p) in owner:
-                raise ValueError(
-                    f"parameter {pname!r} of encoder {m!r} is shared with {owner[id(p)]} "
-                    f"({where[id(p)]!r}); GRM scales each encoder's gradients by its own coefficient, "
-                    "so encoders and the fusion head must not share parameters"
-                )
-            owner[id(p)], where[id(p)] = f"encoder {m!r}", pname
-            if p.requires_grad:
-                params.append((pname, p))
-        if not params:
-            raise ValueError(f"encoder {m!r} has no trainable parameters; GRM has nothing to scale")
-        out[m] = params
-    return out
 
 
 class GradientRebalancer(nn.Module):
@@ -101,22 +74,7 @@ class GradientRebalancer(nn.Module):
         super().__init__()
         encoders = dict(encoders.items())
         embed_dims = dict(embed_dims.items())
-        if len(encoders) < 2:
-            raise ValueError(f"GRM needs at least two modalities, got {list(encoders)}")
-        if set(encoders) != set(embed_dims):
-            raise ValueError(f"encoders {list(encoders)} and embed_dims {list(embed_dims)} must name the same modalities")
-        if not isinstance(fusion_head, nn.Linear):
-            raise TypeError(f"fusion_head must be an nn.Linear (F_pred), got {type(fusion_head).__name__}")
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        out_features = fusion_head.out_features
-        if task == "regression" and out_features != 1:
-            raise ValueError(f"regression needs a fusion head with 1 output, got out_features={out_features}")
-        if task == "classification":
-            if out_features < 2:
-                raise ValueError(f"classification needs a fusion head with >= 2 outputs, got {out_features}")
-            if num_classes is not None and num_classes != out_features:
-                raise ValueError(f"num_classes={num_classes} but fusion_head.out_features={out_features}")
+        out_features = check_contract(encoders, embed_dims, fusion_head, task, num_classes, "GRM")
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
         if coefficients not in COEFFICIENT_MODES:
@@ -139,7 +97,7 @@ class GradientRebalancer(nn.Module):
             raise ValueError("distribution=None and spatial=False leave GRM nothing to do")
 
         self.modalities = tuple(encoders)
-        owned = _parameter_owners(encoders, fusion_head)
+        owned = encoder_parameters(encoders, fusion_head)
         self._params = {m: [p for _, p in owned[m]] for m in self.modalities}
         self._param_names = {m: [n for n, _ in owned[m]] for m in self.modalities}
         # references only: the backbone owns these modules (not registered as sub-modules)
