@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # sub-command modules; each defines ``register(subparsers)``
-COMMANDS = ["balm.cli.data"]
+COMMANDS = ["balm.cli.data", "balm.cli.train", "balm.cli.sweep", "balm.cli.report", "balm.cli.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

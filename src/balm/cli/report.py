@@ -1,0 +1,28 @@
+"""``balm report``: tables (Markdown, CSV) and figures (PNG) of a sweep folder."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="tables (mean ± std over seeds) and figures of a sweep folder",
+        description="Rebuild DIR/summary.csv from the result files and write DIR/report/: report.md, "
+        "table*.csv, lemma1*.csv and figures/*.png (modulation curves, t-SNE, Lemma 1).",
+    )
+    p.add_argument("dir", metavar="DIR", help="sweep folder (holding runs/)")
+    p.add_argument("--tsne", choices=("first", "all", "none"), default="first",
+                   help="t-SNE figures: first setting and seed per model (default), all settings, or none")
+    p.add_argument("--no-curves", action="store_true", help="skip the KL / cosine / μ curves")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from balm.reporting.report import make_report
+
+    rep = make_report(args.dir, tsne=args.tsne, curves=not args.no_curves)
+    print(rep["table"])
+    print(f"report: {rep['markdown']}")
+    if rep["figures"]:
+        print(f"figures ({len(rep['figures'])}): {rep['dir'] / 'figures'}")
+    return 0

@@ -1,0 +1,524 @@
+"""The experiment configuration: one validated dataclass, read from YAML/JSON and ``--set`` overrides.
+
+Validation is strict and happens before any work: an unknown key is an error that suggests the
+closest valid key, a value of the wrong type or out of range is an error naming the key, and
+unknown backbones, variants or backbone options are errors listing the valid ones.
+Checks that need the dataset (the number of modalities, the number of classes) are done by
+:func:`check_against_dataset`, which the trainer and the sweep call before creating any output.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import json
+import math
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+# Letter codes for modality subsets (the paper's tables): A = audio, V = visual, L = lexical/text.
+MODALITY_LETTERS = {"A": "audio", "V": "visual", "L": "text", "T": "text"}
+LOSSES = ("auto", "nll", "ce", "focal", "mse")
+CLASS_WEIGHTS = ("none", "balanced", "inverse")
+COEFFICIENTS = ("guarded", "raw")
+# variants without a gradient-rebalancing part, the only ones that make sense on one modality
+SINGLE_MODALITY_VARIANTS = ("none", "fcm-only")
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the source, the key and what was expected."""
+
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
+        self.key = key
+        self.source = source
+        prefix = []
+        if source:
+            prefix.append(str(source))
+        if key:
+            prefix.append(f"key {key!r}")
+        super().__init__(": ".join(prefix + [message]) if prefix else message)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3``-style floats (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value parsed as YAML (``0.3`` -> float, ``[a, b]`` -> list, ``none`` -> str)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse value {text!r} as YAML: {exc}") from None
+
+
+def read_mapping(path: str | Path) -> dict:
+    """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) file holding a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", source=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_Loader)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"must hold a mapping of keys to values, got {type(data).__name__}", source=str(path))
+    return data
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _tname(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(float(v))
+
+
+def _int(lo: int | None = None, optional: bool = False) -> Callable:
+    def check(key: str, v: Any) -> Any:
+        if v is None and optional:
+            return None
+        if not _is_int(v):
+            raise ConfigError(f"expected an integer{' or null' if optional else ''}, got {v!r} ({_tname(v)})", key=key)
+        if lo is not None and v < lo:
+            raise ConfigError(f"expected an integer >= {lo}, got {v}", key=key)
+        return int(v)
+
+    return check
+
+
+def _float(lo: float | None = None, hi: float | None = None, lo_open=False, hi_open=False, optional=False) -> Callable:
+    def check(key: str, v: Any) -> Any:
+        if v is None and optional:
+            return None
+        if not _is_num(v):
+            raise ConfigError(f"expected a number{' or null' if optional else ''}, got {v!r} ({_tname(v)})", key=key)
+        v = float(v)
+        bad = (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi))
+        if bad:
+            lb = "(" if lo_open else "["
+            rb = ")" if hi_open else "]"
+            raise ConfigError(f"expected a number in {lb}{lo if lo is not None else '-inf'}, "
+                              f"{hi if hi is not None else 'inf'}{rb}, got {v}", key=key)
+        return v
+
+    return check
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"expected true or false, got {v!r} ({_tname(v)})", key=key)
+    return v
+
+
+def _choice(choices: tuple[str, ...] | Callable[[], tuple[str, ...]], what: str) -> Callable:
+    def check(key: str, v: Any) -> str:
+        valid = choices() if callable(choices) else choices
+        if not isinstance(v, str):
+            raise ConfigError(f"expected a string naming a {what} ({', '.join(valid)}), got {v!r} ({_tname(v)})", key=key)
+        if v not in valid:
+            close = difflib.get_close_matches(v, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown {what} {v!r}{hint} valid: {', '.join(valid)}", key=key)
+        return v
+
+    return check
+
+
+def _backbones() -> tuple[str, ...]:
+    from balm.backbones.registry import BACKBONES
+
+    return tuple(BACKBONES)
+
+
+def _variants() -> tuple[str, ...]:
+    from balm.core import VARIANTS
+
+    return tuple(VARIANTS)
+
+
+def _strategies() -> tuple[str, ...]:
+    from balm.masking import STRATEGIES
+
+    return tuple(STRATEGIES)
+
+
+def _data(key: str, v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(
+            f"expected a dataset directory path or 'synthetic:iemocap' / 'synthetic:mosei', got {v!r}", key=key
+        )
+    if v.startswith("synthetic:") and v.split(":", 1)[1].split("?")[0] not in ("iemocap", "mosei"):
+        raise ConfigError(f"unknown synthetic dataset {v!r}; valid: synthetic:iemocap, synthetic:mosei", key=key)
+    return v
+
+
+def _rates(key: str, v: Any) -> Any:
+    """null (keep stored masks), one number (shared rate), a list, or a mapping modality -> rate."""
+
+    def one(k: str, r: Any) -> float:
+        if not _is_num(r):
+            raise ConfigError(f"expected a missing rate (a number in [0, 1)), got {r!r} ({_tname(r)})", key=k)
+        r = float(r)
+        if not 0.0 <= r < 1.0:
+            raise ConfigError(f"a missing rate must lie in [0, 1), got {r}", key=k)
+        return r
+
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        if not v:
+            raise ConfigError("expected one missing rate per modality, got an empty list", key=key)
+        return [one(f"{key}[{i}]", r) for i, r in enumerate(v)]
+    if isinstance(v, dict):
+        if not v:
+            raise ConfigError("expected one missing rate per modality, got an empty mapping", key=key)
+        return {str(m): one(f"{key}.{m}", r) for m, r in v.items()}
+    return one(key, v)
+
+
+def _modalities(key: str, v: Any) -> list[str] | None:
+    """null (all), a list of names, or a string of letters (``"AL"``: audio and text)."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        letters = v.strip()
+        if letters.upper() in ("ALL", ""):
+            return None
+        bad = [c for c in letters.upper() if c not in MODALITY_LETTERS]
+        if bad:
+            raise ConfigError(
+                f"expected a list of modality names or letters from {sorted(MODALITY_LETTERS)} "
+                f"(A=audio, V=visual, L=text), got {v!r}", key=key)
+        names = [MODALITY_LETTERS[c] for c in letters.upper()]
+    elif isinstance(v, (list, tuple)) and v and all(isinstance(m, str) and m for m in v):
+        names = list(v)
+    else:
+        raise ConfigError(f"expected a non-empty list of modality names (or letters like 'AL'), got {v!r}", key=key)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"modalities repeat: {names}", key=key)
+    return names
+
+
+def _class_weights(key: str, v: Any) -> Any:
+    if isinstance(v, str):
+        return _choice(CLASS_WEIGHTS, "class-weight scheme")(key, v)
+    if isinstance(v, (list, tuple)) and v and all(_is_num(w) and w >= 0 for w in v):
+        return [float(w) for w in v]
+    raise ConfigError(f"expected one of {', '.join(CLASS_WEIGHTS)} or a list of non-negative numbers, got {v!r}", key=key)
+
+
+def _mapping(key: str, v: Any) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise ConfigError(f"expected a mapping of option names to values, got {v!r} ({_tname(v)})", key=key)
+    return dict(v)
+
+
+def _device(key: str, v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+        raise ConfigError(f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}", key=key)
+    return v
+
+
+def _opt(check: Callable, doc: str, default: Any = MISSING, type_doc: str = "") -> Any:
+    kw = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
+    if default is MISSING:
+        kw = {}
+    return field(metadata={"check": check, "doc": doc, "type": type_doc}, **kw)
+
+
+# --------------------------------------------------------------------------- the config
+
+
+@dataclass
+class Config:
+    """Everything one training run needs; see docs/experiments.md for every key."""
+
+    data: str = _opt(_data, "dataset: a native dataset directory or synthetic:iemocap | synthetic:mosei", type_doc="str")
+    backbone: str = _opt(_choice(_backbones, "backbone"), "backbone name", "late_fusion", "str")
+    backbone_options: dict = _opt(_mapping, "keyword arguments of the backbone's constructor", {}, "mapping")
+    variant: str = _opt(_choice(_variants, "variant"), "BALM variant: none, fcm-only, grm-only, balm, balm-d, balm-s, balm-m", "none", "str")
+    rates: Any = _opt(_rates, "missing rates: one per dataset modality (list in dataset order or mapping name -> rate), "
+                      "one number for a shared rate (SMR), or null to keep the dataset's stored masks", None,
+                      "list | mapping | float | null")
+    test_rates: Any = _opt(_rates, "missing rates of the test split only (same forms as rates); null = rates "
+                           "(Table 10 trains incomplete and tests complete: test_rates: 0.0)", None, "list | mapping | float | null")
+    modalities: Any = _opt(_modalities, "modalities used for training and evaluation (others are dropped after "
+                           "masking); list of names or letters like 'AL'; null = all", None, "list | str | null")
+    mask_strategy: str = _opt(_choice(_strategies, "mask strategy"), "missing-mask operator strategy", "paper", "str")
+    mask_seed: Any = _opt(_int(0, optional=True), "seed of the masks and the dev split; null = seed", None, "int | null")
+    seed: int = _opt(_int(0), "seed of initialisation, batch order and dropout", 0, "int")
+    epochs: int = _opt(_int(1), "training epochs", 80, "int")
+    batch_size: int = _opt(_int(1), "sequences (dialogues) per training batch", 16, "int")
+    eval_batch_size: Any = _opt(_int(1, optional=True), "sequences per evaluation batch; null = 4 x batch_size", None, "int | null")
+    lr: float = _opt(_float(0.0, lo_open=True), "learning rate (Adam) of backbone, FCM and unimodal heads", 3e-4, "float")
+    weight_decay: float = _opt(_float(0.0), "L2 weight decay (Adam)", 3e-5, "float")
+    tau: float = _opt(_float(0.0), "weight τ of the spatial loss L_mod (Eq. 26)", 0.3, "float")
+    rho: float = _opt(_float(0.0, lo_open=True), "modulation intensity ρ (Eq. 21)", 1.4, "float")
+    d_global: Any = _opt(_int(1, optional=True), "FCM global width; null = (Σ d_m) / 4", None, "int | null")
+    loss: str = _opt(_choice(LOSSES, "loss"), "task loss: auto (nll for classification, mse for regression), nll, ce, focal, mse", "auto", "str")
+    focal_gamma: float = _opt(_float(0.0), "focusing parameter γ of the focal loss", 0.5, "float")
+    class_weights: Any = _opt(_class_weights, "class weights of nll/ce/focal: none, balanced (N / (C n_c)), "
+                              "inverse (1 / class frequency, MM-DFN's) or a list", "none", "str | list")
+    grad_clip: Any = _opt(_float(0.0, lo_open=True, optional=True), "max L2 norm of all gradients; null = off", 2.0, "float | null")
+    early_stopping: int = _opt(_int(0), "stop after this many epochs without a better dev W-F1; 0 = off", 0, "int")
+    dev_ratio: float = _opt(_float(0.0, 1.0, lo_open=True, hi_open=True), "share of training sequences held out "
+                            "as dev split when the dataset has none", 0.1, "float")
+    noise: bool = _opt(_bool, "add Gaussian noise with the gradient's std to modulated gradients (OGM-GE style)", False, "bool")
+    missing_aware: bool = _opt(_bool, "unimodal heads and KL use only utterances where the modality is present", True, "bool")
+    coefficients: str = _opt(_choice(COEFFICIENTS, "coefficient rule"), "guarded: handle ΣΔ ≈ 0 or < 0 explicitly; raw: the public code's formula", "guarded", "str")
+    delta_mode: str = _opt(_choice(("same-batch", "history"), "delta mode"), "Δ^m: same-batch (decrease of the "
+                           "discrepancy on the current batch by this step's head update) or history (KL_{t-1} - KL_t "
+                           "across batches, the public code's)", "same-batch", "str")
+    modulation_start: int = _opt(_int(0), "first epoch (0-based) with gradient modulation", 0, "int")
+    modulation_end: Any = _opt(_int(1, optional=True), "epoch at which modulation stops (exclusive); null = never", None, "int | null")
+    device: str = _opt(_device, "auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps", "auto", "str")
+    threads: Any = _opt(_int(1, optional=True), "torch CPU threads; null = torch's default", None, "int | null")
+    tsne_samples: int = _opt(_int(0), "test utterances saved for the t-SNE figure (0 = none)", 400, "int")
+    tensorboard: bool = _opt(_bool, "write TensorBoard event files to DIR/tb", True, "bool")
+    checkpoint: bool = _opt(_bool, "write DIR/checkpoint.pt (best model)", True, "bool")
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> "Config":
+        """Validate ``data`` (every check of the module docstring) and build a Config."""
+        try:
+            if not isinstance(data, Mapping):
+                raise ConfigError(f"expected a mapping of keys to values, got {_tname(data)}")
+            valid = cls.keys()
+            for k in data:
+                if k not in valid:
+                    raise ConfigError(_unknown(str(k), valid), key=str(k))
+            values = {}
+            for f in fields(cls):
+                if f.name in data:
+                    values[f.name] = f.metadata["check"](f.name, data[f.name])
+                elif f.default is MISSING and f.default_factory is MISSING:
+                    raise ConfigError("is required", key=f.name)
+            cfg = cls(**values)
+            cfg._check_cross()
+            return cfg
+        except ConfigError as exc:
+            if source and not exc.source:
+                raise ConfigError(_bare(exc), key=exc.key, source=source) from None
+            raise
+
+    def _check_cross(self) -> None:
+        check_backbone_options(self.backbone, self.backbone_options)
+        if self.modulation_end is not None and self.modulation_end <= self.modulation_start:
+            raise ConfigError(f"must be > modulation_start ({self.modulation_start}), got {self.modulation_end}",
+                              key="modulation_end")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (lists, dicts, numbers, strings)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def replace(self, **changes: Any) -> "Config":
+        d = self.to_dict()
+        d.update(changes)
+        return Config.from_dict(d)
+
+    # ------------------------------------------------------------------ derived values
+
+    @property
+    def effective_mask_seed(self) -> int:
+        return self.seed if self.mask_seed is None else self.mask_seed
+
+    @property
+    def effective_eval_batch_size(self) -> int:
+        return self.eval_batch_size or 4 * self.batch_size
+
+
+def with_source(exc: ConfigError, source: str | None) -> ConfigError:
+    """The same error, prefixed with the config file it came from (if not already)."""
+    if not source or exc.source:
+        return exc
+    return ConfigError(_bare(exc), key=exc.key, source=source)
+
+
+def _bare(exc: ConfigError) -> str:
+    msg = str(exc)
+    if exc.key:
+        prefix = f"key {exc.key!r}: "
+        msg = msg.split(prefix, 1)[1] if prefix in msg else msg
+    return msg
+
+
+def _unknown(key: str, valid: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key{hint} valid keys: {', '.join(valid)}"
+
+
+def backbone_parameters(name: str) -> tuple[str, ...]:
+    """Keyword options of backbone ``name``'s constructor (without dims and out_dim)."""
+    from balm.backbones.registry import BACKBONES
+
+    module, cls = BACKBONES[name].split(":")
+    sig = inspect.signature(getattr(importlib.import_module(module), cls).__init__)
+    skip = {"self", "dims", "out_dim"}
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return ()  # accepts anything
+    return tuple(n for n, p in sig.parameters.items() if n not in skip and p.kind is not p.VAR_POSITIONAL)
+
+
+def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
+    try:
+        valid = backbone_parameters(name)
+    except ImportError as exc:
+        raise ConfigError(f"backbone {name!r} cannot be imported: {exc}", key="backbone") from None
+    if not valid:
+        return
+    for k in options:
+        if k not in valid:
+            raise ConfigError(_unknown(k, valid).replace("valid keys", f"options of {name}"), key=f"backbone_options.{k}")
+
+
+# --------------------------------------------------------------------------- overrides and loading
+
+
+def parse_set(items: list[str] | None) -> list[tuple[str, Any]]:
+    """``["a.b=1", "c=[1, 2]"]`` -> ``[("a.b", 1), ("c", [1, 2])]`` (values parsed as YAML)."""
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if not k:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out.append((k, parse_value(v)))
+    return out
+
+
+def apply_overrides(data: dict, overrides: list[tuple[str, Any]], valid: tuple[str, ...] | None = None) -> dict:
+    """Return a copy of ``data`` with dotted-key overrides applied; unknown top-level keys error."""
+    valid = valid or Config.keys()
+    out = json.loads(json.dumps(data, default=str)) if data else {}
+    for key, value in overrides:
+        parts = key.split(".")
+        if parts[0] not in valid:
+            raise ConfigError(_unknown(parts[0], valid) + " (in --set)", key=parts[0])
+        node = out
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a config file (YAML or JSON), apply ``--set`` overrides, validate."""
+    data = read_mapping(path) if path else {}
+    source = str(path) if path else None
+    if "sweep" in data:
+        raise ConfigError("a 'sweep' section belongs in a sweep config; run it with `balm sweep`", key="sweep", source=source)
+    data = apply_overrides(data, parse_set(overrides))
+    return Config.from_dict(data, source=source)
+
+
+# --------------------------------------------------------------------------- dataset-dependent checks
+
+
+def rates_in_order(rates: Any, mods: tuple[str, ...], key: str = "rates") -> list[float] | None:
+    """A validated ``rates`` value as a list in dataset modality order (None stays None)."""
+    if rates is None:
+        return None
+    if isinstance(rates, float):
+        return [rates] * len(mods)
+    if isinstance(rates, list):
+        if len(rates) != len(mods):
+            raise ConfigError(
+                f"expected {len(mods)} missing rates, one per modality of the dataset in the order "
+                f"{list(mods)}, got {len(rates)}: {rates}", key=key)
+        return list(rates)
+    unknown = [m for m in rates if m not in mods]
+    if unknown:
+        raise ConfigError(f"unknown modality {unknown[0]!r}; the dataset has {list(mods)}", key=key)
+    absent = [m for m in mods if m not in rates]
+    if absent:
+        raise ConfigError(f"no missing rate for modality {absent[0]!r}; give one per modality of {list(mods)}", key=key)
+    return [rates[m] for m in mods]
+
+
+def resolve_modalities(cfg: Config, dataset_modalities: tuple[str, ...]) -> tuple[tuple[str, ...], list[float] | None]:
+    """(selected modalities, rates in dataset order or None); ConfigError on a mismatch."""
+    mods = tuple(dataset_modalities)
+    out_rates = rates_in_order(cfg.rates, mods, "rates")
+    rates_in_order(cfg.test_rates, mods, "test_rates")
+    selected = mods if cfg.modalities is None else tuple(cfg.modalities)
+    for m in selected:
+        if m not in mods:
+            close = difflib.get_close_matches(m, mods, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown modality {m!r}{hint} the dataset has {list(mods)}", key="modalities")
+    selected = tuple(m for m in mods if m in selected)  # keep dataset order
+    if len(selected) < 2 and cfg.variant not in SINGLE_MODALITY_VARIANTS:
+        raise ConfigError(
+            f"variant {cfg.variant!r} rebalances gradients between modalities and needs at least 2, but only "
+            f"{list(selected)} is selected; on one modality use {' or '.join(SINGLE_MODALITY_VARIANTS)}",
+            key="modalities")
+    return selected, out_rates
+
+
+def check_against_dataset(cfg: Config, task: str, modalities: tuple[str, ...], num_classes: int | None) -> None:
+    """Checks that need the dataset: rates count, modality names, loss vs task, class weights length."""
+    resolve_modalities(cfg, modalities)
+    if task == "regression" and cfg.loss not in ("auto", "mse"):
+        raise ConfigError(f"the dataset is a regression task; use loss 'mse' (or 'auto'), got {cfg.loss!r}", key="loss")
+    if task == "classification" and cfg.loss == "mse":
+        raise ConfigError("the dataset is a classification task; use nll, ce or focal (or auto)", key="loss")
+    if isinstance(cfg.class_weights, list):
+        if task == "regression":
+            raise ConfigError("class weights apply to classification only", key="class_weights")
+        if len(cfg.class_weights) != num_classes:
+            raise ConfigError(f"expected {num_classes} weights (one per class), got {len(cfg.class_weights)}",
+                              key="class_weights")
+
+
+def config_reference() -> list[dict]:
+    """(key, type, default, meaning) of every key, for the docs and ``balm train --help-config``."""
+    rows = []
+    for f in fields(Config):
+        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else "(required)")
+        rows.append({"key": f.name, "type": f.metadata["type"], "default": default, "doc": f.metadata["doc"]})
+    return rows

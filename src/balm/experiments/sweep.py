@@ -1,0 +1,481 @@
+"""Sweeps: the cartesian product of lists of values over a base config, run resumably.
+
+A sweep config is a train config plus a ``sweep:`` mapping from train keys (dotted keys reach
+into ``backbone_options``) to a list of values or a named set (:data:`NAMED_SETS`). Every run
+gets an id ``<readable prefix>-<hash>``, the hash being a stable digest of its fully resolved
+config, and the folder ``DIR/runs/<id>/``. A run is finished when its ``result.json`` (written
+atomically, last) is present, valid and holds the same config; finished runs are skipped, and
+the folders of unfinished ones are removed and run again, so a sweep killed at any moment (even
+with SIGKILL) and started again loses no finished run and duplicates none.
+``DIR/summary.csv`` lists every finished run; it is rebuilt from the result files and replaced
+atomically after each run finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import itertools
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import (
+    Config,
+    ConfigError,
+    _unknown,
+    apply_overrides,
+    parse_set,
+    read_mapping,
+)
+from .io import atomic_write_json, atomic_write_text
+
+# Missing-rate settings are written as mappings so that the order (r_A, r_L, r_V) of the
+# paper's tables never depends on a dataset's column order.
+_AVL = ("audio", "text", "visual")
+
+
+def _avl(a: float, l: float, v: float) -> dict[str, float]:
+    return dict(zip(_AVL, (a, l, v)))
+
+
+NAMED_SETS: dict[str, dict[str, list]] = {
+    "rates": {
+        # the 6 permutations of (0.3, 0.5, 0.7) over (r_A, r_L, r_V)
+        "imr-permutations": [_avl(*p) for p in itertools.permutations((0.3, 0.5, 0.7))],
+        # Tables 8-9: the six IMR settings, (r_A, r_L, r_V)
+        "imr-table8": [_avl(*p) for p in ((0.5, 0.5, 0.7), (0.5, 0.7, 0.5), (0.7, 0.5, 0.5),
+                                          (0.3, 0.5, 0.7), (0.5, 0.3, 0.7), (0.7, 0.5, 0.3))],
+        # Table 7: Config A and Config B, (r_A, r_L, r_V)
+        "table7": [_avl(0.5, 0.3, 0.7), _avl(0.5, 0.7, 0.3)],
+        # shared missing rate 0.0 ... 0.7 (one number = the same rate for every modality)
+        "smr": [round(0.1 * i, 1) for i in range(8)],
+    },
+    "modalities": {
+        "subsets": ["A", "V", "L", "AV", "AL", "LV", "ALV"],
+        "unimodal": ["A", "V", "L"],
+        "multimodal": ["AV", "AL", "LV", "ALV"],
+    },
+    "tau": {"table7": [0.1, 0.4, 0.7, 1.0, 1.3]},
+    "rho": {"table7": [1.0, 1.2, 1.4, 1.6, 1.8]},
+    "variant": {
+        "all": ["none", "fcm-only", "grm-only", "balm", "balm-d", "balm-s", "balm-m"],
+        "paper": ["none", "balm", "balm-d", "balm-s", "balm-m", "fcm-only"],
+    },
+}
+
+
+@dataclass
+class Run:
+    id: str
+    config: Config
+    setting: dict  # swept key -> value of this run
+
+
+@dataclass
+class Sweep:
+    base: dict
+    axes: list[tuple[str, list]]
+    runs: list[Run]
+    source: str | None = None
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+def _axis_values(key: str, value: Any, source: str | None) -> list:
+    top = key.split(".")[0]
+    if isinstance(value, str):
+        sets = NAMED_SETS.get(top, {})
+        if value not in sets:
+            hint = f" named sets of {top!r}: {', '.join(sets)}" if sets else f" {top!r} has no named sets; give a list"
+            raise ConfigError(f"unknown named set {value!r};{hint}", key=f"sweep.{key}", source=source)
+        return list(sets[value])
+    if top == "seed" and isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigError(f"a seed count must be >= 1, got {value}", key="sweep.seed", source=source)
+        return list(range(value))
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"expected a non-empty list of values or a named set, got {value!r}", key=f"sweep.{key}",
+                          source=source)
+    return list(value)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return "-".join(_short(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return "-".join(_short(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and ("/" in value or ":" in value):
+        return Path(value.split(":")[-1]).name or value
+    return str(value)
+
+
+_ABBREV = {"rates": "r", "seed": "s", "modalities": "m", "tau": "tau", "rho": "rho", "data": "", "backbone": "", "variant": ""}
+
+
+def run_id(cfg: Config, setting: dict) -> str:
+    """``<readable prefix>-<8 hex digits of the SHA-1 of the resolved config>``."""
+    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()[:8]
+    parts = [f"{_ABBREV.get(k, k.split('.')[-1])}{_short(v)}" for k, v in setting.items()]
+    prefix = re.sub(r"[^A-Za-z0-9._+-]+", "_", "_".join(p for p in parts if p))[:80].strip("_.")
+    return f"{prefix}-{digest}" if prefix else digest
+
+
+def expand(data: dict, *, source: str | None = None) -> Sweep:
+    """Validate a sweep mapping and expand it into runs (every run config validated)."""
+    data = dict(data)
+    spec = data.pop("sweep", None)
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError("a sweep config needs a non-empty 'sweep:' mapping of keys to lists of values", key="sweep",
+                          source=source)
+    valid = Config.keys()
+    for k in data:
+        if k not in valid:
+            raise ConfigError(_unknown(k, valid), key=k, source=source)
+    axes = []
+    for key, value in spec.items():
+        top = str(key).split(".")[0]
+        if top not in valid:
+            raise ConfigError(_unknown(top, valid), key=f"sweep.{key}", source=source)
+        axes.append((str(key), _axis_values(str(key), value, source)))
+    runs, seen = [], {}
+    for combo in itertools.product(*[vals for _, vals in axes]):
+        setting = {k: v for (k, _), v in zip(axes, combo)}
+        d = apply_overrides(data, list(setting.items()))
+        where = ", ".join(f"{k}={json.dumps(v)}" for k, v in setting.items())
+        try:
+            cfg = Config.from_dict(d)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (run {where})", source=source) from None
+        key = json.dumps(cfg.to_dict(), sort_keys=True)
+        if key in seen:
+            continue  # two settings that resolve to the same config (e.g. 'A' and ['audio'])
+        seen[key] = True
+        runs.append(Run(run_id(cfg, setting), cfg, setting))
+    return Sweep(base=data, axes=axes, runs=runs, source=source)
+
+
+def load_sweep(path: str | Path | None, overrides: list[str] | None = None) -> Sweep:
+    """Read a sweep file, apply ``--set`` overrides (``sweep.KEY=[...]`` changes an axis), expand."""
+    data = read_mapping(path) if path else {}
+    data = apply_overrides(data, parse_set(overrides), Config.keys() + ("sweep",))
+    return expand(data, source=str(path) if path else None)
+
+
+def check_runs(runs: list[Run], dataset_checker: Callable[[Config], None] | None = None, source: str | None = None) -> None:
+    """Dataset-dependent checks of every run (rates count, modalities, loss) and one model build
+    per distinct architecture, before any work."""
+    from .trainer import check_buildable
+
+    for run in runs:
+        try:
+            (dataset_checker or check_buildable)(run.config)
+        except ConfigError as exc:
+            where = ", ".join(f"{k}={json.dumps(v)}" for k, v in run.setting.items())
+            raise ConfigError(f"{exc} (run {where})", source=source) from None
+
+
+# --------------------------------------------------------------------------- run state
+
+
+def read_result(run_dir: Path) -> dict | None:
+    """The run's result if it is finished (valid JSON, status 'finished'), else None."""
+    p = run_dir / "result.json"
+    try:
+        with open(p, encoding="utf-8") as fh:
+            res = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(res, dict) or res.get("status") != "finished" or "test" not in res:
+        return None
+    return res
+
+
+def is_finished(run_dir: Path, cfg: Config) -> bool:
+    res = read_result(run_dir)
+    return res is not None and res.get("config") == cfg.to_dict()
+
+
+def execute(task: dict) -> dict:
+    """Train one run in ``task['run_dir']`` (used by the local pool and by Ray). Never raises."""
+    import torch
+
+    from .trainer import train
+
+    if task.get("single_thread"):
+        torch.set_num_threads(1)
+    run_dir = Path(task["run_dir"])
+    t0 = time.perf_counter()
+    try:
+        cfg = Config.from_dict(task["config"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        res = train(cfg, run_dir, quiet=True)
+        return {"id": task["id"], "status": "finished", "seconds": time.perf_counter() - t0,
+                "test_acc": res["test"]["acc"], "test_wf1": res["test"]["wf1"]}
+    except BaseException as exc:  # noqa: BLE001 - a failed run must not stop the sweep
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        tb = traceback.format_exc()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "error.txt", tb)
+        except OSError:
+            pass
+        return {"id": task["id"], "status": "failed", "seconds": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {exc}"}
+
+
+# --------------------------------------------------------------------------- local pool
+
+
+def _die_with_parent() -> None:
+    """Make this worker exit when the sweep process dies (even by SIGKILL), so no orphan keeps
+    writing into a run folder that a restarted sweep is about to clean."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL)) == 0:  # PR_SET_PDEATHSIG (Linux)
+            if os.getppid() != parent:
+                os._exit(1)
+            return
+    except (OSError, AttributeError):
+        pass
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _die_with_parent()
+
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_thread_env():
+    saved = {k: os.environ.get(k) for k in _THREAD_ENV}
+    os.environ.update({k: "1" for k in _THREAD_ENV})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_local(tasks: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
+    """Run ``tasks`` in ``workers`` spawned single-threaded processes (in-process for 1).
+
+    A worker that dies (killed, out of memory, cannot start) stops the sweep with an error
+    instead of hanging; finished runs are kept and a rerun resumes.
+    """
+    if workers <= 1:
+        for t in tasks:
+            on_done(execute(t))
+        return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker)
+    try:
+        with _single_thread_env():  # workers are spawned while tasks are submitted
+            pending = {pool.submit(execute, dict(t, single_thread=True)) for t in tasks}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_done(fut.result())
+    except BaseException as exc:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(exc, BrokenProcessPool):
+            raise RuntimeError("a sweep worker process died (killed, out of memory, or it could not start); "
+                               "finished runs are kept, run the sweep again to resume") from None
+        raise
+    pool.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+SUMMARY_KEYS = ("data", "backbone", "variant", "rates", "modalities", "seed", "tau", "rho", "epochs")
+METRIC_COLUMNS = ("test_acc", "test_wf1", "dev_acc", "dev_wf1", "best_epoch", "epochs_run", "train_seconds")
+
+
+def _fmt_setting(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if key == "rates" and isinstance(value, dict):
+        return "/".join(f"{v:g}" for v in value.values())
+    if isinstance(value, list):
+        return "+".join(_short(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def summary_rows(sweep_dir: Path) -> list[dict]:
+    """One row per finished run under ``sweep_dir/runs`` (sorted by run id)."""
+    rows = []
+    runs = sweep_dir / "runs"
+    if not runs.is_dir():
+        return rows
+    for d in sorted(p for p in runs.iterdir() if p.is_dir()):
+        res = read_result(d)
+        if res is None:
+            continue
+        cfg = res["config"]
+        row = {"run_id": d.name}
+        for k in SUMMARY_KEYS:
+            v = res.get("requested_rates") if k == "rates" else cfg.get(k)
+            if k == "modalities":
+                v = res["dataset"]["used_modalities"]
+            row[k] = _fmt_setting(k, v)
+        row.update({
+            "test_acc": res["test"]["acc"], "test_wf1": res["test"]["wf1"],
+            "dev_acc": res["dev"]["acc"], "dev_wf1": res["dev"]["wf1"],
+            "best_epoch": res["best_epoch"], "epochs_run": res["epochs_run"],
+            "train_seconds": round(res["train_seconds"], 3),
+        })
+        for m, r in res["realised_rates"].get("train", {}).items():
+            row[f"train_missing_{m}"] = round(r, 6)
+        for k, v in cfg.get("backbone_options", {}).items():
+            row[f"backbone_options.{k}"] = v
+        rows.append(row)
+    return rows
+
+
+def write_summary(sweep_dir: Path) -> Path:
+    """Rebuild ``summary.csv`` from the result files and replace it atomically."""
+    rows = summary_rows(sweep_dir)
+    cols: list[str] = ["run_id", *SUMMARY_KEYS, *METRIC_COLUMNS]
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    path = sweep_dir / "summary.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@contextlib.contextmanager
+def _lock(sweep_dir: Path):
+    """One sweep at a time per folder (released by the OS even when the process is killed)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fh = open(sweep_dir / ".lock", "w")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"another sweep is running in {sweep_dir}") from None
+        yield
+    finally:
+        fh.close()
+
+
+def run_sweep(
+    sweep: Sweep,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    log: Callable[[str], None] | None = None,
+    check: bool = True,
+) -> dict:
+    """Run every unfinished run of ``sweep`` under ``out_dir``; returns counts and failures."""
+    say = log or (lambda s: None)
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}; valid: local, ray", key="backend")
+    if backend == "ray":
+        from .ray_backend import require_ray
+
+        require_ray()
+    if check:
+        check_runs(sweep.runs, source=sweep.source)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        runs_dir = out / "runs"
+        runs_dir.mkdir(exist_ok=True)
+        atomic_write_json(out / "sweep.json", {
+            "source": sweep.source,
+            "axes": [[k, v] for k, v in sweep.axes],
+            "base": sweep.base,
+            "runs": [{"id": r.id, "setting": r.setting} for r in sweep.runs],
+        })
+        todo, done = [], 0
+        for r in sweep.runs:
+            d = runs_dir / r.id
+            if is_finished(d, r.config):
+                done += 1
+                continue
+            if d.exists():  # left by an interrupted sweep: start it again from scratch
+                shutil.rmtree(d)
+            todo.append({"id": r.id, "config": r.config.to_dict(), "run_dir": str(d)})
+        write_summary(out)
+        say(f"{len(sweep.runs)} runs: {done} finished, {len(todo)} to run ({backend}, {workers} worker(s))")
+        failed: list[dict] = []
+        counter = {"n": 0}
+
+        def on_done(res: dict) -> None:
+            counter["n"] += 1
+            if res["status"] == "finished":
+                write_summary(out)
+                say(f"[{counter['n']}/{len(todo)}] {res['id']}  test acc {res['test_acc']:.4f}  "
+                    f"w-f1 {res['test_wf1']:.4f}  ({res['seconds']:.1f}s)")
+            else:
+                failed.append(res)
+                say(f"[{counter['n']}/{len(todo)}] {res['id']}  FAILED: {res['error']}")
+
+        if todo:
+            if backend == "local":
+                run_local(todo, workers, on_done)
+            else:
+                from .ray_backend import run_ray
+
+                run_ray(todo, workers, ray_address, on_done)
+        write_summary(out)
+    return {"total": len(sweep.runs), "skipped": done, "ran": len(todo) - len(failed), "failed": failed}

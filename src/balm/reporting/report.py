@@ -1,0 +1,131 @@
+"""``make_report(sweep_dir)``: tables, figures and an index under ``sweep_dir/report/``.
+
+Files written (each replaced atomically):
+
+- ``report.md``: both tables (Acc and W-F1, percent, mean ± std over seeds) and links to figures;
+- ``table.csv`` (long format, fractions), ``table_acc.csv`` / ``table_wf1.csv`` (paper layout);
+- ``lemma1.csv`` (one point per run and modality) and ``lemma1_fit.csv`` (slope per modality);
+- ``figures/curves_*.png``, ``figures/tsne_*.png``, ``figures/lemma1_*.png``.
+
+``sweep_dir/summary.csv`` is rebuilt from the result files first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+from pathlib import Path
+
+from balm.experiments.io import atomic_write_text
+
+from . import figures as FG
+from .tables import build_table, load_results, setting_label, to_csv, to_markdown, to_wide_csv
+
+TSNE_MODES = ("first", "all", "none")
+
+
+def _slug(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", "_".join(p for p in parts if p)).strip("_")[:100] or "all"
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()
+
+
+def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = True, max_figures: int = 24) -> dict:
+    """Write the report; returns ``{"dir", "table", "markdown", "figures": [...], "runs": n}``.
+
+    ``tsne``: ``first`` (one figure per model, its first setting and seed), ``all`` (every model
+    and setting) or ``none``. ``max_figures`` caps the curve and t-SNE figures each.
+    """
+    if tsne not in TSNE_MODES:
+        raise ValueError(f"tsne must be one of {TSNE_MODES}, got {tsne!r}")
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such sweep folder")
+    runs = load_results(root)
+    if not runs:
+        raise ValueError(f"{root}: no finished run (no valid runs/*/result.json)")
+    if (root / "runs").is_dir():
+        from balm.experiments.sweep import write_summary
+
+        write_summary(root)
+    out = root / "report"
+    figdir = out / "figures"
+    if figdir.exists():
+        shutil.rmtree(figdir)
+    figdir.mkdir(parents=True)
+
+    table = build_table(runs)
+    md_table = to_markdown(table)
+    atomic_write_text(out / "table.csv", to_csv(table))
+    atomic_write_text(out / "table_acc.csv", to_wide_csv(table, "acc"))
+    atomic_write_text(out / "table_wf1.csv", to_wide_csv(table, "wf1"))
+
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault((r.model, setting_label(r, table.keys)), []).append(r)
+    figures: list[Path] = []
+
+    if curves:
+        made = 0
+        for (model, setting), rs in groups.items():
+            if made >= max_figures:
+                break
+            files = [r.path / "stats.jsonl" for r in rs if (r.path / "stats.jsonl").exists()]
+            title = f"{model}  {', '.join(f'{k}={v}' for k, v in zip(table.keys, setting))}"
+            p = FG.modulation_curves(files, figdir / f"curves_{_slug(model, *setting)}.png", title)
+            if p:
+                figures.append(p)
+                made += 1
+
+    if tsne != "none":
+        made, seen_models = 0, set()
+        for (model, setting), rs in groups.items():
+            if made >= max_figures or (tsne == "first" and model in seen_models):
+                continue
+            r = sorted(rs, key=lambda x: x.config["seed"])[0]
+            sample = r.path / "tsne.npz"
+            if not sample.exists():
+                continue
+            title = f"{model}  {', '.join(f'{k}={v}' for k, v in zip(table.keys, setting))}  seed {r.config['seed']}"
+            p = FG.tsne_figure(sample, figdir / f"tsne_{_slug(model, *setting)}.png", title,
+                               r.result["dataset"].get("label_names"))
+            if p:
+                figures.append(p)
+                made += 1
+                seen_models.add(model)
+
+    points = FG.lemma1_points(runs)
+    fits = FG.lemma1_fits(points)
+    atomic_write_text(out / "lemma1.csv", _csv(points))
+    atomic_write_text(out / "lemma1_fit.csv", _csv(fits))
+    for model in dict.fromkeys(f["model"] for f in fits):
+        p = FG.lemma1_figure(points, fits, model, figdir / f"lemma1_{_slug(model)}.png")
+        if p:
+            figures.append(p)
+
+    lines = [f"# Report: {root.name}\n", f"{len(runs)} finished runs; models: {', '.join(table.models)}.\n", md_table]
+    if fits:
+        lines.append("### Lemma 1: encoder gradient norm against availability 1 − r_m\n")
+        lines.append("| model | modality | slope | r² | points |")
+        lines.append("|---|---|---|---|---|")
+        for f in fits:
+            lines.append(f"| {f['model']} | {f['modality']} | {f['slope']:.4g} | {f['r2']:.3f} | {f['points']} |")
+        lines.append("")
+    if figures:
+        lines.append("### Figures\n")
+        for p in figures:
+            rel = p.relative_to(out)
+            lines.append(f"- [{rel}]({rel})")
+        lines.append("")
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    return {"dir": out, "markdown": out / "report.md", "table": md_table, "figures": figures, "runs": len(runs),
+            "lemma1": fits}

@@ -1,0 +1,196 @@
+"""Tables of a sweep: mean ± std over seeds, rows = settings, columns = backbone + variant.
+
+The setting of a run is the set of config keys that vary across the sweep's runs, except the
+model (``backbone``, ``variant``) and the seeds (``seed``, ``mask_seed``). Means and standard
+deviations are over the runs sharing model and setting (normally the seeds); the standard
+deviation is the sample one (``ddof=1``), 0 for a single run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODEL_KEYS = ("backbone", "variant")
+SEED_KEYS = ("seed", "mask_seed")
+LETTERS = {"audio": "A", "visual": "V", "text": "L"}
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    path: Path
+    result: dict
+
+    @property
+    def config(self) -> dict:
+        return self.result["config"]
+
+    @property
+    def model(self) -> str:
+        c = self.config
+        return c["backbone"] if c["variant"] == "none" else f"{c['backbone']}+{c['variant']}"
+
+
+def load_results(sweep_dir: str | Path) -> list[RunResult]:
+    """Every finished run under ``sweep_dir/runs`` (a single run folder also works), in the order
+    of the sweep's plan (``sweep.json``), then by id."""
+    from balm.experiments.sweep import read_result
+
+    root = Path(sweep_dir)
+    dirs = sorted(p for p in (root / "runs").iterdir() if p.is_dir()) if (root / "runs").is_dir() else [root]
+    try:
+        plan = {r["id"]: i for i, r in enumerate(json.loads((root / "sweep.json").read_text())["runs"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        plan = {}
+    dirs.sort(key=lambda d: (plan.get(d.name, len(plan)), d.name))
+    out = []
+    for d in dirs:
+        res = read_result(d)
+        if res is not None:
+            out.append(RunResult(d.name, d, res))
+    return out
+
+
+def _canon(v: Any) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def setting_keys(runs: list[RunResult]) -> list[str]:
+    """Config keys whose values differ across runs (model and seed keys excluded), in config order."""
+    if not runs:
+        return []
+    keys = list(runs[0].config)
+    out = []
+    for k in keys:
+        if k in MODEL_KEYS or k in SEED_KEYS:
+            continue
+        if len({_canon(r.config.get(k)) for r in runs}) > 1:
+            out.append(k)
+    return out
+
+
+def format_value(key: str, value: Any, run: RunResult | None = None) -> str:
+    """Compact label: rates as ``(r_1, r_2, ...)`` in dataset order, modalities as letters."""
+    if key == "rates" and run is not None:
+        req = run.result.get("requested_rates")
+        if req is None:
+            return "stored"
+        return "(" + ", ".join(f"{v:g}" for v in req.values()) + ")"
+    if key == "modalities" and run is not None:
+        used = run.result["dataset"]["used_modalities"]
+        if all(m in LETTERS for m in used):
+            return "".join(LETTERS[m] for m in used)
+        return "+".join(used)
+    if key == "data" and isinstance(value, str):
+        return value.split(":")[-1].rstrip("/").split("/")[-1]
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def setting_label(run: RunResult, keys: list[str]) -> tuple[str, ...]:
+    return tuple(format_value(k, run.config.get(k), run) for k in keys)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+@dataclass
+class Table:
+    keys: list[str]  # setting keys (row label columns)
+    settings: list[tuple[str, ...]]  # row labels, in first-seen order
+    models: list[str]  # columns, in first-seen order
+    cells: dict  # (setting, model) -> {"acc": (mean, std), "wf1": (mean, std), "n": int, "runs": [ids]}
+
+
+def build_table(runs: list[RunResult]) -> Table:
+    keys = setting_keys(runs)
+    settings, models, groups = [], [], {}
+    for r in runs:
+        s, m = setting_label(r, keys), r.model
+        if s not in settings:
+            settings.append(s)
+        if m not in models:
+            models.append(m)
+        groups.setdefault((s, m), []).append(r)
+    cells = {}
+    for (s, m), rs in groups.items():
+        cells[(s, m)] = {
+            "acc": mean_std([r.result["test"]["acc"] for r in rs]),
+            "wf1": mean_std([r.result["test"]["wf1"] for r in rs]),
+            "n": len(rs),
+            "runs": [r.run_id for r in rs],
+        }
+    return Table(keys, settings, models, cells)
+
+
+METRICS = (("acc", "Acc"), ("wf1", "W-F1"))
+
+
+def to_markdown(table: Table) -> str:
+    """Two tables (Acc, W-F1) in percent, mean ± std, plus an Average row over settings."""
+    lines = []
+    head_keys = table.keys or ["setting"]
+    for metric, title in METRICS:
+        lines.append(f"### Test {title} (%), mean ± std over seeds\n")
+        lines.append("| " + " | ".join(head_keys + table.models) + " |")
+        lines.append("|" + "---|" * (len(head_keys) + len(table.models)))
+        for s in table.settings:
+            row = list(s) if table.keys else ["all"]
+            for m in table.models:
+                c = table.cells.get((s, m))
+                row.append("–" if c is None else _pm(*c[metric], c["n"]))
+            lines.append("| " + " | ".join(row) + " |")
+        if len(table.settings) > 1:
+            row = ["**Average**"] + [""] * (len(head_keys) - 1)
+            for m in table.models:
+                means = [table.cells[(s, m)][metric][0] for s in table.settings if (s, m) in table.cells]
+                row.append(f"{100 * np.mean(means):.2f}" if means else "–")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    counts = sorted({c["n"] for c in table.cells.values()})
+    lines.append(f"Runs per cell: {', '.join(map(str, counts))}.")
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
+
+
+def to_csv(table: Table) -> str:
+    """Long format: setting keys, model, n, acc_mean, acc_std, wf1_mean, wf1_std (fractions)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(table.keys + ["model", "n", "acc_mean", "acc_std", "wf1_mean", "wf1_std", "runs"])
+    for s in table.settings:
+        for m in table.models:
+            c = table.cells.get((s, m))
+            if c is None:
+                continue
+            w.writerow(list(s) + [m, c["n"], *c["acc"], *c["wf1"], " ".join(c["runs"])])
+    return buf.getvalue()
+
+
+def to_wide_csv(table: Table, metric: str) -> str:
+    """Paper layout for one metric: a row per setting, a 'mean ± std' column per model (percent)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow((table.keys or ["setting"]) + table.models)
+    for s in table.settings:
+        row = list(s) if table.keys else ["all"]
+        for m in table.models:
+            c = table.cells.get((s, m))
+            row.append("" if c is None else _pm(*c[metric], c["n"]))
+        w.writerow(row)
+    return buf.getvalue()

@@ -1,0 +1,189 @@
+"""The trainer: determinism, model selection, outputs, checkpoint round trip, losses, regression."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from balm.experiments import metrics as MX
+from balm.experiments.config import Config
+from balm.experiments.trainer import (
+    class_weight_tensor,
+    evaluate_split,
+    load_checkpoint,
+    make_loss,
+    predict,
+    prepare_data,
+    train,
+)
+from exp_helpers import base_config
+
+
+def _read_stats(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+@pytest.fixture(scope="module")
+def balm_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = Config.from_dict(base_config(tiny_data, variant="balm", epochs=3, seed=3))
+    return cfg, out, train(cfg, out, quiet=True)
+
+
+def test_same_seed_same_numbers_other_seed_differs(tiny_data, tmp_path, balm_run):
+    cfg, out, first = balm_run
+    second = train(cfg, tmp_path / "again", quiet=True)
+    for key in ("test", "dev", "history", "best_epoch", "realised_rates"):
+        assert second[key] == first[key], key
+    steps_a = [r for r in _read_stats(out / "stats.jsonl") if r["kind"] == "step"]
+    steps_b = [r for r in _read_stats(tmp_path / "again" / "stats.jsonl") if r["kind"] == "step"]
+    assert [r["mu"] for r in steps_a] == [r["mu"] for r in steps_b]
+    other = train(cfg.replace(seed=4), tmp_path / "other", quiet=True)
+    assert other["history"] != first["history"]
+
+
+def test_model_selection_uses_best_dev_wf1(balm_run):
+    _, _, res = balm_run
+    dev = [h["dev_wf1"] for h in res["history"]]
+    assert res["best_epoch"] == int(np.argmax(dev))  # first maximum
+    assert res["dev"]["wf1"] == pytest.approx(max(dev))
+    assert len(res["epoch_seconds"]) == res["epochs_run"] == 3
+
+
+def test_result_schema_and_files(balm_run):
+    cfg, out, res = balm_run
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk["test"] == res["test"] and on_disk["status"] == "finished"
+    assert set(on_disk["versions"]) == {"balm", "torch", "numpy", "python"}
+    assert on_disk["config"] == cfg.to_dict()
+    rep = on_disk["test"]["report"]
+    assert rep["weighted avg"]["f1"] == pytest.approx(on_disk["test"]["wf1"])
+    assert sum(rep[c]["support"] for c in on_disk["dataset"]["label_names"]) == on_disk["test"]["n"]
+    # realised rates: within the operator's bound of the requested ones on every split
+    for split, rates in on_disk["realised_rates"].items():
+        for m, r in rates.items():
+            want = on_disk["requested_rates"][m]
+            assert r <= want + 1e-9 and want - r <= 0.5 * 0.7 * 0.3 / 3 + 8 / on_disk["dataset"]["sizes"][split]["utterances"] + 1e-9
+    stats = _read_stats(out / "stats.jsonl")
+    steps = [r for r in stats if r["kind"] == "step"]
+    epochs = [r for r in stats if r["kind"] == "epoch"]
+    assert len(epochs) == 3 and [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert [s["step"] for s in steps] == list(range(len(steps)))
+    mods = {"audio", "text", "visual"}
+    for s in steps:
+        for stat in ("kl", "delta", "mu", "cos", "grad_norm_before", "grad_norm_after", "encoder_grad_norm"):
+            assert set(s[stat]) == mods
+    # the trainer's own encoder gradient norm is the rebalancer's norm before scaling
+    for s in steps:
+        for m in mods:
+            assert s["encoder_grad_norm"][m] == pytest.approx(s["grad_norm_before"][m], rel=1e-5)
+    # epoch means of the per-step norms
+    for e in epochs:
+        rows = [s for s in steps if s["epoch"] == e["epoch"]]
+        for m in mods:
+            assert e["encoder_grad_norm"][m] == pytest.approx(np.mean([s["encoder_grad_norm"][m] for s in rows]))
+    sample = np.load(out / "tsne.npz")
+    assert sample["fused"].shape[0] == sample["labels"].shape[0] == 30
+    assert sample["input_audio"].shape == (30, 24) and sample["embed_text"].shape == (30, 16)
+    # calibrated inputs stay exactly zero where a modality is missing
+    for m in mods:
+        missing = ~sample[f"mask_{m}"]
+        assert missing.any() and np.all(sample[f"input_{m}"][missing] == 0)
+
+
+def test_checkpoint_reloads_and_reproduces_test_metrics(balm_run):
+    cfg, out, res = balm_run
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert payload["config"] == cfg.to_dict()
+    model = load_checkpoint(out / "checkpoint.pt")
+    data = prepare_data(model.config)
+    again = evaluate_split(model, data.dataset["test"], model.meta, 8, torch.device("cpu"))
+    assert again["acc"] == res["test"]["acc"] and again["wf1"] == res["test"]["wf1"]
+    assert again["report"] == res["test"]["report"]
+
+
+def test_tensorboard_events_written(tiny_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = Config.from_dict(base_config(tiny_data, variant="balm-d", epochs=2, tensorboard=True))
+    res = train(cfg, tmp_path, quiet=True)
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "epoch/dev_wf1" in tags and "train/mu/audio" in tags
+    assert [e.value for e in acc.Scalars("epoch/dev_wf1")] == pytest.approx([h["dev_wf1"] for h in res["history"]])
+
+
+def test_modality_subset_drops_other_modalities(tiny_data, tmp_path):
+    cfg = Config.from_dict(base_config(tiny_data, variant="balm", modalities="AL", epochs=1))
+    res = train(cfg, tmp_path, quiet=True)
+    assert res["dataset"]["used_modalities"] == ["audio", "text"]
+    assert set(res["realised_rates"]["train"]) == {"audio", "text", "visual"}
+    model = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert set(model.backbone.encoders) == {"audio", "text"}
+    step = json.loads(open(tmp_path / "stats.jsonl").readline())
+    assert set(step["mu"]) == {"audio", "text"}
+
+
+def test_early_stopping_stops(tiny_data, tmp_path):
+    cfg = Config.from_dict(base_config(tiny_data, epochs=12, early_stopping=1, lr=1e-6))
+    res = train(cfg, tmp_path, quiet=True)
+    dev = [h["dev_wf1"] for h in res["history"]]
+    # stopped at the first epoch that did not beat the best so far
+    stop = next(i for i in range(1, len(dev) + 1) if i == len(dev) or dev[i] <= max(dev[:i]))
+    assert res["epochs_run"] == min(stop + 1, 12) and res["stopped_early"] == (res["epochs_run"] < 12)
+
+
+def test_losses_match_hand_computation():
+    torch.manual_seed(0)
+    logits, y = torch.randn(7, 4), torch.tensor([0, 1, 2, 3, 1, 1, 0])
+    w = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    cfg = Config.from_dict({"data": "x", "loss": "focal", "focal_gamma": 2.0})
+    p = F.softmax(logits, -1)[torch.arange(7), y]
+    want = (-(w[y]) * (1 - p) ** 2 * p.log()).mean()
+    assert make_loss(cfg, "classification", w)(logits, y).item() == pytest.approx(want.item(), rel=1e-6)
+    ce = make_loss(Config.from_dict({"data": "x", "loss": "nll"}), "classification", w)(logits, y)
+    assert ce.item() == pytest.approx(((-(p.log()) * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
+    s, t = torch.randn(5), torch.randn(5)
+    assert make_loss(Config.from_dict({"data": "x"}), "regression", None)(s, t).item() == pytest.approx(((s - t) ** 2).mean().item())
+
+
+def test_class_weights(tiny_data):
+    from balm.data import load
+
+    train_split = load(tiny_data)["train"]
+    counts = np.bincount(train_split.labels, minlength=6).astype(float)
+    n = counts.sum()
+    bal = class_weight_tensor(Config.from_dict({"data": "x", "class_weights": "balanced"}), train_split, 6).numpy()
+    inv = class_weight_tensor(Config.from_dict({"data": "x", "class_weights": "inverse"}), train_split, 6).numpy()
+    np.testing.assert_allclose(bal, np.where(counts > 0, n / (6 * np.maximum(counts, 1)), 0), rtol=1e-6)
+    np.testing.assert_allclose(inv, np.where(counts > 0, n / np.maximum(counts, 1), 0), rtol=1e-6)
+
+
+def test_regression_binary_protocol(tiny_regression, tmp_path):
+    cfg = Config.from_dict(base_config(tiny_regression, variant="balm", epochs=2, batch_size=8))
+    res = train(cfg, tmp_path, quiet=True)
+    model = load_checkpoint(tmp_path / "checkpoint.pt")
+    data = prepare_data(model.config)
+    y, scores = predict(model, data.dataset["test"], 16, torch.device("cpu"))
+    assert scores.ndim == 1
+    keep = y != 0
+    t, p = (y[keep] > 0).astype(int), (scores[keep] > 0).astype(int)
+    assert res["test"]["n"] == keep.sum()
+    assert res["test"]["acc"] == pytest.approx(MX.accuracy(t, p))
+    assert res["test"]["wf1"] == pytest.approx(MX.weighted_f1(t, p, 2))
+    assert res["task"] == "regression"
+
+
+def test_test_rates_mask_only_the_test_split(tiny_data):
+    cfg = Config.from_dict(base_config(tiny_data, rates=[0.5, 0.7, 0.3], test_rates=0.0))
+    data = prepare_data(cfg)
+    assert data.realised["test"] == {"audio": 0.0, "text": 0.0, "visual": 0.0}
+    assert data.dataset["test"].mask.all()
+    plain = prepare_data(cfg.replace(test_rates=None))
+    assert data.realised["train"] == plain.realised["train"] and data.realised["dev"] == plain.realised["dev"]
+    np.testing.assert_array_equal(data.dataset["train"].mask, plain.dataset["train"].mask)
+    assert plain.realised["test"]["text"] > 0.6
