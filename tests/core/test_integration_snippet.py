@@ -1,4 +1,4 @@
-"""Runs, verbatim, the integration snippet of docs/plugin.md."""
+"""Runs, verbatim, the integration snippet shown in the README and in docs/plugin.md."""
 
 import contextlib
 import io
@@ -8,14 +8,20 @@ from pathlib import Path
 
 import torch
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "plugin.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "plugin.md"
+README = ROOT / "README.md"
 
 
-def snippet() -> str:
-    text = DOC.read_text(encoding="utf-8")
+def snippet(path: Path = DOC) -> str:
+    text = path.read_text(encoding="utf-8")
     found = re.findall(r"<!-- integration-start -->\s*```python\n(.*?)```\s*<!-- integration-end -->", text, re.S)
-    assert len(found) == 1, "docs/plugin.md must hold exactly one integration snippet"
+    assert len(found) == 1, f"{path.name} must hold exactly one integration snippet"
     return found[0]
+
+
+def test_readme_shows_the_same_snippet():
+    assert snippet(README) == snippet(DOC)
 
 
 def test_integration_snippet_runs_and_trains():
