@@ -1,7 +1,7 @@
 """Backbone training speed and memory, with and without BALM, fast vs loop-built graphs.
 
 On the IEMOCAP-like synthetic training split (120 dialogues, 5810 utterances, dims
-1582/1024/342, 6 classes) with masks at missing rates audio 0.5, visual 0.7, text 0.3, batches of
+1582/1024/342, 6 classes) with masks at missing rates (r_A, r_L, r_V) = (0.5, 0.7, 0.3): audio 0.5, text 0.7, visual 0.3, batches of
 16 dialogues, this times full training epochs (collate, FCM, forward, loss, backward, GRM,
 clipping, optimizer step) for every backbone in the registry that imports, with the plain
 backbone and with the "balm" variant. Where ``benchmarks/slow_<name>.py`` exists (exposing
@@ -39,7 +39,7 @@ from balm.backbones.registry import BACKBONES, build_backbone  # noqa: E402
 from balm.data.batch import collate  # noqa: E402
 from balm.data.dataset import Split  # noqa: E402
 
-RATES = {"audio": 0.5, "visual": 0.7, "text": 0.3}
+RATES = {"audio": 0.5, "text": 0.7, "visual": 0.3}
 BATCH = 16
 TARGET_SECONDS = {"mmgcn": 1.3}
 TARGET_MB = 1024
