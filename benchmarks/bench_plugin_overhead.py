@@ -7,7 +7,10 @@ Side by side, interleaved repetitions, medians:
   balm       the same with FCM + GRM (stats left on the device, read lazily)
   balm+item  the same, plus a per-modality ``.item()`` of every logged quantity each step
   balm+stats the same, plus one ``grm.stats`` read (a single host transfer) each step
-and prints the ratios to ``plain``, and where the BALM step spends its extra time.
+and prints the ratios to ``plain``, where the BALM step spends its extra time, and a floor: the
+cost, relative to the plain step, of two things any FCM of the paper's size adds whatever its
+implementation (the gradient with respect to the encoders' inputs, which a learnt input gate
+needs and the plain model never computes, and one Adam step over FCM's parameters).
 
 Usage: python benchmarks/bench_plugin_overhead.py [--reps 8] [--steps 4] [--threads 1] [--device cpu] [--fused-adam]
 """
@@ -167,6 +170,48 @@ def main(argv=None):
     print(f"\nextra per step {extra:.2f} ms: FCM forward {fcm_ms:.2f} ms, rebalance_ {reb_ms:.2f} ms, "
           f"rest (FCM backward, Adam on FCM's {n_fcm / 1e6:.2f} M parameters vs the backbone's {n_model / 1e6:.2f} M) "
           f"{extra - fcm_ms - reb_ms:.2f} ms")
+
+    floor(runners["plain"], r.fcm, batch, args)
+
+
+def floor(plain: Runner, fcm: FeatureCalibration, batch: Batch, args) -> None:
+    """Time, interleaved with the plain step, the work FCM adds by construction."""
+    device = batch.valid.device
+    n = int(batch.valid.sum())
+    first = {m: plain.model.encoders[m][0].weight.detach() for m in DIMS}  # (hidden, d_m)
+    delta = {m: torch.randn(n, w.shape[0], device=device) for m, w in first.items()}
+    shadow = [torch.zeros_like(p, requires_grad=True) for p in fcm.parameters()]
+    for t in shadow:
+        t.grad = torch.randn_like(t)
+    kwargs = {"fused": True} if args.fused_adam else {}
+    opt = torch.optim.Adam(shadow, lr=1e-3, **kwargs)
+
+    def input_grad():
+        for m, w in first.items():
+            delta[m] @ w
+
+    def adam():
+        opt.step()
+
+    def clock(fn, steps):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync(device)
+        return (time.perf_counter() - t0) / steps
+
+    clock(input_grad, 2), clock(adam, 2)
+    ra, rb = [], []
+    for _ in range(args.reps):
+        tp = timed(plain, batch, args.steps)
+        ra.append(clock(input_grad, args.steps) / tp)
+        rb.append(clock(adam, args.steps) / tp)
+    a, b = statistics.median(ra), statistics.median(rb)
+    print(f"\nfloor of any FCM at d_global={fcm.d_global} (fractions of the plain step):")
+    print(f"  gradient w.r.t. the encoders' inputs ({n} x hidden @ hidden x d_m): {a:.3f}")
+    print(f"  one Adam step over FCM's {sum(t.numel() for t in shadow) / 1e6:.2f} M parameters:   {b:.3f}")
+    print(f"  together: BALM / plain >= {1 + a + b:.3f}, before FCM's own forward and backward")
 
 
 if __name__ == "__main__":
