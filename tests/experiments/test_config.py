@@ -133,3 +133,12 @@ def test_rebalancing_variants_need_two_modalities():
     with pytest.raises(ConfigError, match=r"key 'modalities'.*needs at least 2.*fcm-only"):
         resolve_modalities(cfg, ("audio", "text", "visual"))
     assert resolve_modalities(cfg.replace(variant="fcm-only"), ("audio", "text", "visual"))[0] == ("text",)
+
+
+def test_variant_options_are_checked_before_any_work():
+    with pytest.raises(ConfigError, match=r"variant_options.alpah.*did you mean 'alpha'"):
+        Config.from_dict({"data": "synthetic:iemocap", "variant": "ogm-ge", "variant_options": {"alpah": 0.2}})
+    with pytest.raises(ConfigError, match=r"variant_options.rho.*top-level key"):
+        Config.from_dict({"data": "synthetic:iemocap", "variant": "cggm", "variant_options": {"rho": 1.2}})
+    cfg = Config.from_dict({"data": "synthetic:iemocap", "variant": "cggm", "variant_options": {"lam": 0.5}})
+    assert cfg.variant == "cggm" and cfg.variant_options == {"lam": 0.5}

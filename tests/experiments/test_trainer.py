@@ -187,3 +187,14 @@ def test_test_rates_mask_only_the_test_split(tiny_data):
     assert data.realised["train"] == plain.realised["train"] and data.realised["dev"] == plain.realised["dev"]
     np.testing.assert_array_equal(data.dataset["train"].mask, plain.dataset["train"].mask)
     assert plain.realised["test"]["text"] > 0.6
+
+
+@pytest.mark.parametrize("variant, options, stat", [("ogm-ge", {"alpha": 0.3}, "alpha"), ("cggm", {"lam": 0.5}, "lam")])
+def test_baselines_train_with_their_own_options(tmp_path, tiny_data, variant, options, stat):
+    from balm.experiments.trainer import build_model, model_meta
+
+    cfg = Config.from_dict(base_config(tiny_data, variant=variant, variant_options=options, epochs=1))
+    _, rebalancer = build_model(cfg, model_meta(prepare_data(cfg)), torch.device("cpu"))
+    assert getattr(rebalancer, stat) == next(iter(options.values()))
+    result = train(cfg, tmp_path / variant)
+    assert result["config"]["variant"] == variant and 0.0 <= result["test"]["wf1"] <= 1.0

@@ -163,9 +163,9 @@ def _backbones() -> tuple[str, ...]:
 
 
 def _variants() -> tuple[str, ...]:
-    from balm.core import VARIANTS
+    from balm.core import METHODS
 
-    return tuple(VARIANTS)
+    return tuple(METHODS)
 
 
 def _strategies() -> tuple[str, ...]:
@@ -270,7 +270,10 @@ class Config:
     data: str = _opt(_data, "dataset: a native dataset directory or synthetic:iemocap | synthetic:mosei", type_doc="str")
     backbone: str = _opt(_choice(_backbones, "backbone"), "backbone name", "late_fusion", "str")
     backbone_options: dict = _opt(_mapping, "keyword arguments of the backbone's constructor", {}, "mapping")
-    variant: str = _opt(_choice(_variants, "variant"), "BALM variant: none, fcm-only, grm-only, balm, balm-d, balm-s, balm-m", "none", "str")
+    variant: str = _opt(_choice(_variants, "variant"), "BALM variant (none, fcm-only, grm-only, balm, balm-d, balm-s, "
+                        "balm-m) or baseline (ogm-ge, cggm, ada2i)", "none", "str")
+    variant_options: dict = _opt(_mapping, "method-specific keywords of the variant beyond the keys below, e.g. "
+                                 "{alpha: 0.1} for ogm-ge / ada2i, {lam: 0.2} for cggm (docs/baselines.md)", {}, "mapping")
     rates: Any = _opt(_rates, "missing rates: one per dataset modality (list in dataset order or mapping name -> rate), "
                       "one number for a shared rate (SMR), or null to keep the dataset's stored masks", None,
                       "list | mapping | float | null")
@@ -343,6 +346,7 @@ class Config:
 
     def _check_cross(self) -> None:
         check_backbone_options(self.backbone, self.backbone_options)
+        check_variant_options(self.variant_options)
         if self.modulation_end is not None and self.modulation_end <= self.modulation_start:
             raise ConfigError(f"must be > modulation_start ({self.modulation_start}), got {self.modulation_end}",
                               key="modulation_end")
@@ -410,6 +414,25 @@ def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
     for k in options:
         if k not in valid:
             raise ConfigError(_unknown(k, valid).replace("valid keys", f"options of {name}"), key=f"backbone_options.{k}")
+
+
+# keys of the config that the trainer passes to the variant itself; variant_options may not repeat them
+VARIANT_KEYS = ("d_global", "rho", "tau", "noise", "missing_aware", "coefficients", "delta_mode", "lr",
+                "weight_decay", "start_epoch", "end_epoch")
+
+
+def check_variant_options(options: Mapping[str, Any]) -> None:
+    from balm.core.baselines import BALM_ONLY_OPTIONS, OPTIONS
+    from balm.core.variants import FCM_OPTIONS, GRM_OPTIONS
+
+    valid = sorted((set(FCM_OPTIONS) | set(GRM_OPTIONS) | set(BALM_ONLY_OPTIONS) | set().union(*OPTIONS.values()))
+                   - set(VARIANT_KEYS))
+    for k in options:
+        if k in VARIANT_KEYS:
+            key = {"start_epoch": "modulation_start", "end_epoch": "modulation_end"}.get(k, k)
+            raise ConfigError(f"is a top-level key; set {key!r} instead", key=f"variant_options.{k}")
+        if k not in valid:
+            raise ConfigError(_unknown(k, valid).replace("valid keys", "variant options"), key=f"variant_options.{k}")
 
 
 # --------------------------------------------------------------------------- overrides and loading

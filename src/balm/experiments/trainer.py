@@ -206,6 +206,7 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
         weight_decay=cfg.weight_decay,
         start_epoch=cfg.modulation_start,
         end_epoch=cfg.modulation_end,
+        **cfg.variant_options,
     )
     fcm = variant.fcm.to(device) if variant.fcm is not None else None
     rebalancer = variant.rebalancer.to(device) if variant.rebalancer is not None else None
