@@ -8,7 +8,8 @@ def register(subparsers) -> None:
         "report",
         help="tables (mean ± std over seeds) and figures of a sweep folder",
         description="Rebuild DIR/summary.csv from the result files and write DIR/report/: report.md, "
-        "table*.csv, lemma1*.csv and figures/*.png (modulation curves, t-SNE, Lemma 1).",
+        "table*.csv, paired*.csv (paired differences against none and balm), lemma1*.csv and figures/*.png "
+        "(modulation curves, t-SNE, Lemma 1).",
     )
     p.add_argument("dir", metavar="DIR", help="sweep folder (holding runs/)")
     p.add_argument("--tsne", choices=("first", "all", "none"), default="first",
@@ -22,6 +23,8 @@ def run(args) -> int:
 
     rep = make_report(args.dir, tsne=args.tsne, curves=not args.no_curves)
     print(rep["table"])
+    if rep["paired"]:
+        print(rep["paired"])
     print(f"report: {rep['markdown']}")
     if rep["figures"]:
         print(f"figures ({len(rep['figures'])}): {rep['dir'] / 'figures'}")

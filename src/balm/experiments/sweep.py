@@ -1,7 +1,9 @@
 """Sweeps: the cartesian product of lists of values over a base config, run resumably.
 
 A sweep config is a train config plus a ``sweep:`` mapping from train keys (dotted keys reach
-into ``backbone_options``) to a list of values or a named set (:data:`NAMED_SETS`). Every run
+into ``backbone_options``) to a list of values or a named set (:data:`NAMED_SETS`); the special
+axis ``cases`` maps case names to mappings of train-key overrides, for one-off combinations
+(``balm`` with ``coefficients: raw``) that a product of lists cannot express. Every run
 gets an id ``<readable prefix>-<hash>``, the hash being a stable digest of its fully resolved
 config, and the folder ``DIR/runs/<id>/``. A run is finished when its ``result.json`` (written
 atomically, last) is present, valid and holds the same config; finished runs are skipped, and
@@ -25,7 +27,7 @@ import re
 import shutil
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -89,6 +91,7 @@ class Sweep:
     axes: list[tuple[str, list]]
     runs: list[Run]
     source: str | None = None
+    cases: dict[str, dict] = field(default_factory=dict)  # case name -> train-key overrides
 
 
 # --------------------------------------------------------------------------- expansion
@@ -124,7 +127,40 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-_ABBREV = {"rates": "r", "seed": "s", "modalities": "m", "tau": "tau", "rho": "rho", "data": "", "backbone": "", "variant": ""}
+_ABBREV = {"rates": "r", "seed": "s", "modalities": "m", "tau": "tau", "rho": "rho", "data": "", "backbone": "", "variant": "",
+           "cases": ""}
+
+CASES = "cases"  # the sweep axis of named override mappings
+_CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether two (dotted) keys address the same value or one contains the other."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _cases(value: Any, valid: tuple[str, ...], source: str | None) -> dict[str, dict]:
+    """Validate ``sweep.cases``: a mapping of case names to mappings of train-key overrides."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError("expected a non-empty mapping of case names to mappings of train-key overrides, "
+                          f"e.g. {{balm-raw: {{variant: balm, coefficients: raw}}}}, got {value!r}",
+                          key=f"sweep.{CASES}", source=source)
+    out = {}
+    for name, overrides in value.items():
+        if not isinstance(name, str) or not _CASE_NAME.fullmatch(name):
+            raise ConfigError(f"a case name must be a string of letters, digits and . _ + - (starting with a letter "
+                              f"or digit), got {name!r}", key=f"sweep.{CASES}", source=source)
+        if overrides is None:
+            overrides = {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"expected a mapping of train keys to values, got {overrides!r}",
+                              key=f"sweep.{CASES}.{name}", source=source)
+        for k in overrides:
+            top = str(k).split(".")[0]
+            if top not in valid:
+                raise ConfigError(_unknown(top, valid), key=f"sweep.{CASES}.{name}.{k}", source=source)
+        out[name] = {str(k): v for k, v in overrides.items()}
+    return out
 
 
 def run_id(cfg: Config, setting: dict) -> str:
@@ -136,7 +172,12 @@ def run_id(cfg: Config, setting: dict) -> str:
 
 
 def expand(data: dict, *, source: str | None = None) -> Sweep:
-    """Validate a sweep mapping and expand it into runs (every run config validated)."""
+    """Validate a sweep mapping and expand it into runs (every run config validated).
+
+    The runs are the product of the axes in the order written (the last varies fastest). The
+    ``cases`` axis contributes, per case, all of its overrides at its position; a key may not be
+    both an axis and set by a case, and two cases may not give the same run config.
+    """
     data = dict(data)
     spec = data.pop("sweep", None)
     if not isinstance(spec, dict) or not spec:
@@ -146,16 +187,29 @@ def expand(data: dict, *, source: str | None = None) -> Sweep:
     for k in data:
         if k not in valid:
             raise ConfigError(_unknown(k, valid), key=k, source=source)
-    axes = []
+    axes, cases = [], {}
     for key, value in spec.items():
+        if key == CASES:
+            cases = _cases(value, valid, source)
+            axes.append((CASES, list(cases)))
+            continue
         top = str(key).split(".")[0]
         if top not in valid:
-            raise ConfigError(_unknown(top, valid), key=f"sweep.{key}", source=source)
+            raise ConfigError(_unknown(top, valid + (CASES,)), key=f"sweep.{key}", source=source)
         axes.append((str(key), _axis_values(str(key), value, source)))
+    for name, overrides in cases.items():
+        for k in overrides:
+            for axis, _ in axes:
+                if axis != CASES and _overlaps(k, axis):
+                    raise ConfigError(f"{k!r} is set by case {name!r} and swept as axis {axis!r}; set it in one place",
+                                      key=f"sweep.{CASES}.{name}.{k}", source=source)
     runs, seen = [], {}
     for combo in itertools.product(*[vals for _, vals in axes]):
         setting = {k: v for (k, _), v in zip(axes, combo)}
-        d = apply_overrides(data, list(setting.items()))
+        overrides = []
+        for k, v in setting.items():
+            overrides += list(cases[v].items()) if k == CASES else [(k, v)]
+        d = apply_overrides(data, overrides)
         where = ", ".join(f"{k}={json.dumps(v)}" for k, v in setting.items())
         try:
             cfg = Config.from_dict(d)
@@ -163,10 +217,14 @@ def expand(data: dict, *, source: str | None = None) -> Sweep:
             raise ConfigError(f"{exc} (run {where})", source=source) from None
         key = json.dumps(cfg.to_dict(), sort_keys=True)
         if key in seen:
+            other = seen[key].get(CASES)
+            if other is not None and other != setting.get(CASES):
+                raise ConfigError(f"cases {other!r} and {setting[CASES]!r} give the same run config (run {where}); "
+                                  "make them differ or drop one", key=f"sweep.{CASES}", source=source)
             continue  # two settings that resolve to the same config (e.g. 'A' and ['audio'])
-        seen[key] = True
+        seen[key] = setting
         runs.append(Run(run_id(cfg, setting), cfg, setting))
-    return Sweep(base=data, axes=axes, runs=runs, source=source)
+    return Sweep(base=data, axes=axes, runs=runs, source=source, cases=cases)
 
 
 def load_sweep(path: str | Path | None, overrides: list[str] | None = None) -> Sweep:
@@ -346,18 +404,32 @@ def _fmt_setting(key: str, value: Any) -> str:
     return str(value)
 
 
+def plan_cases(sweep_dir: Path) -> tuple[dict[str, str], dict[str, dict]]:
+    """(run id -> case name, case name -> overrides) from ``sweep_dir/sweep.json``; empty without cases."""
+    try:
+        plan = json.loads((Path(sweep_dir) / "sweep.json").read_text(encoding="utf-8"))
+        ids = {r["id"]: r["setting"][CASES] for r in plan["runs"] if CASES in r.get("setting", {})}
+        cases = plan.get("cases") or {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, {}
+    return (ids, cases) if isinstance(cases, dict) else ({}, {})
+
+
 def summary_rows(sweep_dir: Path) -> list[dict]:
     """One row per finished run under ``sweep_dir/runs`` (sorted by run id)."""
     rows = []
     runs = sweep_dir / "runs"
     if not runs.is_dir():
         return rows
+    case_of, _ = plan_cases(sweep_dir)
     for d in sorted(p for p in runs.iterdir() if p.is_dir()):
         res = read_result(d)
         if res is None:
             continue
         cfg = res["config"]
         row = {"run_id": d.name}
+        if d.name in case_of:
+            row["case"] = case_of[d.name]
         for k in SUMMARY_KEYS:
             v = res.get("requested_rates") if k == "rates" else cfg.get(k)
             if k == "modalities":
@@ -380,7 +452,7 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
 def write_summary(sweep_dir: Path) -> Path:
     """Rebuild ``summary.csv`` from the result files and replace it atomically."""
     rows = summary_rows(sweep_dir)
-    cols: list[str] = ["run_id", *SUMMARY_KEYS, *METRIC_COLUMNS]
+    cols: list[str] = ["run_id", *(["case"] if any("case" in r for r in rows) else []), *SUMMARY_KEYS, *METRIC_COLUMNS]
     for r in rows:
         cols += [k for k in r if k not in cols]
     buf = io.StringIO()
@@ -440,12 +512,15 @@ def run_sweep(
     with _lock(out):
         runs_dir = out / "runs"
         runs_dir.mkdir(exist_ok=True)
-        atomic_write_json(out / "sweep.json", {
+        plan = {
             "source": sweep.source,
             "axes": [[k, v] for k, v in sweep.axes],
             "base": sweep.base,
             "runs": [{"id": r.id, "setting": r.setting} for r in sweep.runs],
-        })
+        }
+        if sweep.cases:
+            plan["cases"] = sweep.cases
+        atomic_write_json(out / "sweep.json", plan)
         todo, done = [], 0
         for r in sweep.runs:
             d = runs_dir / r.id

@@ -2,8 +2,10 @@
 
 Files written (each replaced atomically):
 
-- ``report.md``: both tables (Acc and W-F1, percent, mean ± std over seeds) and links to figures;
+- ``report.md``: both tables (Acc and W-F1, percent, mean ± std over seeds), the paired
+  differences against ``none`` and ``balm`` (:mod:`balm.reporting.paired`) and links to figures;
 - ``table.csv`` (long format, fractions), ``table_acc.csv`` / ``table_wf1.csv`` (paper layout);
+- ``paired.csv`` (paired differences, long format, fractions) and ``paired_wins.csv``;
 - ``lemma1.csv`` (one point per run and modality) and ``lemma1_fit.csv`` (slope per modality);
 - ``figures/curves_*.png``, ``figures/tsne_*.png``, ``figures/lemma1_*.png``.
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from balm.experiments.io import atomic_write_text
 
 from . import figures as FG
+from . import paired as PD
 from .tables import build_table, load_results, setting_label, to_csv, to_markdown, to_wide_csv
 
 TSNE_MODES = ("first", "all", "none")
@@ -68,6 +71,10 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
     atomic_write_text(out / "table.csv", to_csv(table))
     atomic_write_text(out / "table_acc.csv", to_wide_csv(table, "acc"))
     atomic_write_text(out / "table_wf1.csv", to_wide_csv(table, "wf1"))
+    paired = PD.build_paired(runs)
+    md_paired = PD.to_markdown(paired)
+    atomic_write_text(out / "paired.csv", PD.to_csv(paired))
+    atomic_write_text(out / "paired_wins.csv", PD.wins_csv(paired))
 
     groups: dict[tuple, list] = {}
     for r in runs:
@@ -113,6 +120,9 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
             figures.append(p)
 
     lines = [f"# Report: {root.name}\n", f"{len(runs)} finished runs; models: {', '.join(table.models)}.\n", md_table]
+    if md_paired:
+        lines += ["## Paired comparison\n", md_paired,
+                  "CSV: [paired.csv](paired.csv) (per setting), [paired_wins.csv](paired_wins.csv) (wins).\n"]
     if fits:
         lines.append("### Lemma 1: encoder gradient norm against availability 1 − r_m\n")
         lines.append("| model | modality | slope | r² | points |")
@@ -127,5 +137,5 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
             lines.append(f"- [{rel}]({rel})")
         lines.append("")
     atomic_write_text(out / "report.md", "\n".join(lines))
-    return {"dir": out, "markdown": out / "report.md", "table": md_table, "figures": figures, "runs": len(runs),
-            "lemma1": fits}
+    return {"dir": out, "markdown": out / "report.md", "table": md_table, "paired": md_paired, "figures": figures,
+            "runs": len(runs), "lemma1": fits}

@@ -1,9 +1,11 @@
 """Tables of a sweep: mean ± std over seeds, rows = settings, columns = backbone + variant.
 
 The setting of a run is the set of config keys that vary across the sweep's runs, except the
-model (``backbone``, ``variant``) and the seeds (``seed``, ``mask_seed``). Means and standard
-deviations are over the runs sharing model and setting (normally the seeds); the standard
-deviation is the sample one (``ddof=1``), 0 for a single run.
+model (``backbone``, ``variant``) and the seeds (``seed``, ``mask_seed``). In a sweep with a
+``cases`` axis the column is backbone + case name instead, and the keys the cases set are part
+of the column, not of the setting (a ``variant`` axis crossed with cases stays a setting key).
+Means and standard deviations are over the runs sharing model and setting (normally the seeds);
+the standard deviation is the sample one (``ddof=1``), 0 for a single run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +29,29 @@ class RunResult:
     run_id: str
     path: Path
     result: dict
+    case: str | None = None  # the run's case name in a sweep with a ``cases`` axis
+    case_keys: frozenset = field(default_factory=frozenset)  # top-level keys set by any case of its sweep
 
     @property
     def config(self) -> dict:
         return self.result["config"]
 
     @property
+    def column(self) -> str:
+        """The case name, or the variant outside case sweeps (``none`` and ``balm`` are the references)."""
+        return self.case if self.case is not None else self.config["variant"]
+
+    @property
     def model(self) -> str:
+        """Column label: ``backbone`` for ``none``, else ``backbone+<variant or case>``."""
         c = self.config
-        return c["backbone"] if c["variant"] == "none" else f"{c['backbone']}+{c['variant']}"
+        return c["backbone"] if self.column == "none" else f"{c['backbone']}+{self.column}"
 
 
 def load_results(sweep_dir: str | Path) -> list[RunResult]:
     """Every finished run under ``sweep_dir/runs`` (a single run folder also works), in the order
     of the sweep's plan (``sweep.json``), then by id."""
-    from balm.experiments.sweep import read_result
+    from balm.experiments.sweep import plan_cases, read_result
 
     root = Path(sweep_dir)
     dirs = sorted(p for p in (root / "runs").iterdir() if p.is_dir()) if (root / "runs").is_dir() else [root]
@@ -50,11 +60,14 @@ def load_results(sweep_dir: str | Path) -> list[RunResult]:
     except (OSError, ValueError, KeyError, TypeError):
         plan = {}
     dirs.sort(key=lambda d: (plan.get(d.name, len(plan)), d.name))
+    case_of, cases = plan_cases(root)
+    case_keys = frozenset(str(k).split(".")[0] for o in cases.values() if isinstance(o, dict) for k in o)
     out = []
     for d in dirs:
         res = read_result(d)
         if res is not None:
-            out.append(RunResult(d.name, d, res))
+            case = case_of.get(d.name)
+            out.append(RunResult(d.name, d, res, case, case_keys if case is not None else frozenset()))
     return out
 
 
@@ -63,13 +76,18 @@ def _canon(v: Any) -> str:
 
 
 def setting_keys(runs: list[RunResult]) -> list[str]:
-    """Config keys whose values differ across runs (model and seed keys excluded), in config order."""
+    """Config keys whose values differ across runs, in config order, except the seed keys and the
+    column's keys: ``backbone`` and ``variant``, or with cases ``backbone`` and the keys the cases set."""
     if not runs:
         return []
     keys = list(runs[0].config)
+    if any(r.case is not None for r in runs):
+        column_keys = {"backbone"}.union(*(r.case_keys for r in runs))
+    else:
+        column_keys = set(MODEL_KEYS)
     out = []
     for k in keys:
-        if k in MODEL_KEYS or k in SEED_KEYS:
+        if k in column_keys or k in SEED_KEYS:
             continue
         if len({_canon(r.config.get(k)) for r in runs}) > 1:
             out.append(k)
