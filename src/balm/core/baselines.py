@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as BF
-from .contract import TASKS, check_contract, encoder_parameters
+from .contract import check_contract, encoder_parameters
 
 BASELINES = ("ogm-ge", "cggm", "ada2i")
 

@@ -22,9 +22,8 @@ from typing import Any, Sequence as Seq
 from .dataset import Dataset
 from .dialogues import encode_speakers, split_from_dialogues
 from .errors import DataError
-from .label_space import infer_task, label_space
+from .label_space import build_dataset
 from .safe_pickle import safe_load
-from .validation import validate_dataset
 
 MODALITY_KEYS = {"audio": "audio", "text": "text", "visual": "visual"}
 SPLIT_KEYS = {"train": "trainVid", "dev": "valVid", "test": "testVid"}
@@ -69,19 +68,10 @@ def from_balm_dict(
     spk_cols, spk_names = encode_speakers(raw_spk, source=source, field="speaker")
     for k, sp in splits.items():
         sp.speakers = spk_cols[k]
-    labels = [sp.labels for sp in splits.values()]
-    task = infer_task(labels, task, source=source)
-    n_cls, names = label_space(name, task, labels, num_classes, label_names, source=source)
-    ds = Dataset(
-        name=name,
-        task=task,
-        splits=splits,
-        num_classes=n_cls,
-        label_names=names,
-        speaker_names=spk_names,
-        metadata={"format": "balm-pickle", "source": os.path.basename(source) if source else None},
+    return build_dataset(
+        splits, name=name, fmt="balm-pickle", source=source, speaker_names=spk_names,
+        task=task, num_classes=num_classes, label_names=label_names,
     )
-    return validate_dataset(ds, source=source)
 
 
 def read_balm_pickle(path: str | os.PathLike, **kwargs) -> Dataset:

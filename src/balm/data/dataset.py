@@ -13,7 +13,6 @@ from typing import Iterator, Sequence as Seq
 
 import numpy as np
 
-from .errors import DataError
 
 TASKS = ("classification", "regression")
 SPLIT_NAMES = ("train", "dev", "test")

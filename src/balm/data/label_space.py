@@ -14,7 +14,9 @@ from typing import Sequence as Seq
 
 import numpy as np
 
-from .dataset import TASKS
+import os
+
+from .dataset import TASKS, Dataset, Split
 from .errors import DataError
 
 # the class order every public IEMOCAP feature file uses (DialogueRNN, MMGCN, CORECT, Ada2I, BALM)
@@ -68,3 +70,32 @@ def label_space(
     if "iemocap" in name.lower() and lo >= 0 and hi <= len(IEMOCAP_LABELS) - 1:
         return len(IEMOCAP_LABELS), list(IEMOCAP_LABELS)
     return int(hi) + 1, None
+
+
+def build_dataset(
+    splits: dict[str, Split],
+    *,
+    name: str,
+    fmt: str,
+    source: str | None,
+    speaker_names: list[str] | None,
+    task: str | None = None,
+    num_classes: int | None = None,
+    label_names: Seq[str] | None = None,
+) -> Dataset:
+    """A validated :class:`Dataset` from a reader's splits, with task and classes by the rule above."""
+    from .validation import validate_dataset
+
+    labels = [sp.labels for sp in splits.values()]
+    task = infer_task(labels, task, source=source)
+    n_cls, names = label_space(name, task, labels, num_classes, label_names, source=source)
+    ds = Dataset(
+        name=name,
+        task=task,
+        splits=splits,
+        num_classes=n_cls,
+        label_names=names,
+        speaker_names=speaker_names,
+        metadata={"format": fmt, "source": os.path.basename(source) if source else None},
+    )
+    return validate_dataset(ds, source=source)

@@ -24,8 +24,7 @@ import numpy as np
 from .dataset import SPLIT_NAMES, Dataset, Split
 from .dialogues import encode_speakers
 from .errors import DataError
-from .label_space import infer_task, label_space
-from .validation import validate_dataset
+from .label_space import build_dataset
 
 RESERVED = ("labels", "split", "dialogue", "speaker")
 
@@ -128,18 +127,10 @@ def from_arrays(
     for s, sp in splits.items():
         sp.speakers = spk_cols[s]
     name = name or (os.path.splitext(os.path.basename(source))[0] if source else "dataset")
-    task = infer_task([labels], task, source=source)
-    n_cls, names = label_space(name, task, [labels], num_classes, label_names, source=source)
-    ds = Dataset(
-        name=name,
-        task=task,
-        splits=splits,
-        num_classes=n_cls,
-        label_names=names,
-        speaker_names=spk_names,
-        metadata={"format": "npz", "source": os.path.basename(source) if source else None},
+    return build_dataset(
+        splits, name=name, fmt="npz", source=source, speaker_names=spk_names,
+        task=task, num_classes=num_classes, label_names=label_names,
     )
-    return validate_dataset(ds, source=source)
 
 
 def read_npz(path: str | os.PathLike, **kwargs) -> Dataset:
