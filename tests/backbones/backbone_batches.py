@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from balm.core import build_variant
 
 from balm.data.batch import Batch, collate
 from balm.data.dataset import Split
@@ -41,3 +47,33 @@ def random_split(
 def random_batch(dims: dict[str, int], lengths: list[int], seed: int = 0, **kw) -> Batch:
     split = random_split(dims, lengths, seed, **kw)
     return collate(split, range(len(lengths)))
+
+
+def train_steps(model, variant_name, task, batches, steps, lr):
+    """Train ``model`` with BALM variant ``variant_name`` for ``steps`` steps; the task losses."""
+    classes = model.fusion_head.out_features
+    v = build_variant(
+        variant_name, dims={m: x.shape[-1] for m, x in batches[0].features.items()},
+        encoders=model.encoders, embed_dims=model.embed_dims, fusion_head=model.fusion_head,
+        task=task, num_classes=classes if task == "classification" else None, lr=lr,
+    )
+    params = list(model.parameters()) + (list(v.fcm.parameters()) if v.fcm is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    losses = []
+    for step in range(steps):
+        batch = batches[step % len(batches)]
+        feats = v.fcm(batch.features, batch.masks, batch.valid) if v.fcm is not None else batch.features
+        out = model(replace(batch, features=feats))
+        if task == "classification":
+            loss = F.cross_entropy(out.prediction, batch.targets)
+        else:
+            loss = F.mse_loss(out.prediction, batch.targets)
+        total = loss + (v.rebalancer.alignment_loss() if v.rebalancer is not None else 0.0)
+        opt.zero_grad()
+        total.backward()
+        if v.rebalancer is not None:
+            v.rebalancer.rebalance_(out.embeddings, out.prediction.detach(), batch.targets, batch.flat_masks())
+        torch.nn.utils.clip_grad_norm_(params, 2.0)
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -2,7 +2,6 @@
 dense loops, batch independence, shapes, BALM variants."""
 
 import importlib.util
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from balm.backbones._sequence import BiRNN
 from balm.backbones.gcnet import GCNet, GraphConv, RelationalGraphConv, window_edges
 from balm.backbones.registry import build_backbone
 from balm.data.batch import Batch
+from backbone_batches import train_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 DIMS3 = {"audio": 7, "text": 5, "visual": 4}
@@ -218,37 +218,6 @@ def test_encoder_parameters_are_disjoint():
             assert not (sets[m] & sets[n])
 
 
-def _train(model, variant_name, task, batches, steps, lr):
-    from balm.core import build_variant
-
-    classes = model.fusion_head.out_features
-    v = build_variant(
-        variant_name, dims={m: x.shape[-1] for m, x in batches[0].features.items()},
-        encoders=model.encoders, embed_dims=model.embed_dims, fusion_head=model.fusion_head,
-        task=task, num_classes=classes if task == "classification" else None, lr=lr,
-    )
-    params = list(model.parameters()) + (list(v.fcm.parameters()) if v.fcm is not None else [])
-    opt = torch.optim.Adam(params, lr=lr)
-    losses = []
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        feats = v.fcm(batch.features, batch.masks, batch.valid) if v.fcm is not None else batch.features
-        out = model(replace(batch, features=feats))
-        if task == "classification":
-            loss = F.cross_entropy(out.prediction, batch.targets)
-        else:
-            loss = F.mse_loss(out.prediction, batch.targets)
-        total = loss + (v.rebalancer.alignment_loss() if v.rebalancer is not None else 0.0)
-        opt.zero_grad()
-        total.backward()
-        if v.rebalancer is not None:
-            v.rebalancer.rebalance_(out.embeddings, out.prediction.detach(), batch.targets, batch.flat_masks())
-        torch.nn.utils.clip_grad_norm_(params, 2.0)
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
 def _core_available():
     return (ROOT / "src" / "balm" / "core" / "variants.py").exists()
 
@@ -263,7 +232,7 @@ def test_trains_with_every_variant(variant):
     dims = {"audio": 6, "text": 5, "visual": 4}
     model = GCNet(dims, 3, proj_dim=6, hidden=6, dropout=0.0, num_speakers=3)
     batches = [random_batch(dims, [5, 4, 3], seed=20 + i, classes=3) for i in range(2)]
-    losses = _train(model, variant, "classification", batches, steps=40, lr=2e-2)
+    losses = train_steps(model, variant, "classification", batches, steps=40, lr=2e-2)
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
 
 
@@ -273,5 +242,5 @@ def test_trains_regression_with_balm():
     dims = {"audio": 6, "text": 5}
     model = GCNet(dims, 1, proj_dim=6, hidden=6, dropout=0.0, num_speakers=3)
     batches = [random_batch(dims, [5, 4, 3], seed=30 + i, task="regression") for i in range(2)]
-    losses = _train(model, "balm", "regression", batches, steps=40, lr=2e-2)
+    losses = train_steps(model, "balm", "regression", batches, steps=40, lr=2e-2)
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses

@@ -2,7 +2,6 @@
 
 import importlib.util
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from balm.backbones._sequence import SpeakerGroups, run_by_speaker, run_packed
 from balm.backbones.mmdfn import MMDFN
 from balm.backbones.registry import build_backbone
 from balm.data.batch import Batch
+from backbone_batches import train_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 DIMS3 = {"audio": 7, "text": 5, "visual": 4}
@@ -236,37 +236,6 @@ def test_mask_missing_nodes_cuts_their_edges():
     assert float(off_diag[alive][:, alive].abs().min()) >= 0.0 and float(off_diag[alive][:, alive].sum()) > 0
 
 
-def _train(model, variant_name, task, batches, steps, lr):
-    from balm.core import build_variant
-
-    classes = model.fusion_head.out_features
-    v = build_variant(
-        variant_name, dims={m: x.shape[-1] for m, x in batches[0].features.items()},
-        encoders=model.encoders, embed_dims=model.embed_dims, fusion_head=model.fusion_head,
-        task=task, num_classes=classes if task == "classification" else None, lr=lr,
-    )
-    params = list(model.parameters()) + (list(v.fcm.parameters()) if v.fcm is not None else [])
-    opt = torch.optim.Adam(params, lr=lr)
-    losses = []
-    for step in range(steps):
-        batch = batches[step % len(batches)]
-        feats = v.fcm(batch.features, batch.masks, batch.valid) if v.fcm is not None else batch.features
-        out = model(replace(batch, features=feats))
-        if task == "classification":
-            loss = F.cross_entropy(out.prediction, batch.targets)
-        else:
-            loss = F.mse_loss(out.prediction, batch.targets)
-        total = loss + (v.rebalancer.alignment_loss() if v.rebalancer is not None else 0.0)
-        opt.zero_grad()
-        total.backward()
-        if v.rebalancer is not None:
-            v.rebalancer.rebalance_(out.embeddings, out.prediction.detach(), batch.targets, batch.flat_masks())
-        torch.nn.utils.clip_grad_norm_(params, 2.0)
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
 def _core_available():
     return (ROOT / "src" / "balm" / "core" / "variants.py").exists()
 
@@ -281,7 +250,7 @@ def test_trains_with_every_variant(variant):
     dims = {"audio": 6, "text": 5, "visual": 4}
     model = MMDFN(dims, 3, hidden=8, context_dim=4, graph_hidden=6, num_layers=3, dropout=0.0)
     batches = [random_batch(dims, [5, 4, 3], seed=20 + i, classes=3) for i in range(2)]
-    losses = _train(model, variant, "classification", batches, steps=24, lr=1e-2)
+    losses = train_steps(model, variant, "classification", batches, steps=24, lr=1e-2)
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
 
 
@@ -291,5 +260,5 @@ def test_trains_regression_with_balm():
     dims = {"audio": 6, "text": 5}
     model = MMDFN(dims, 1, hidden=8, context_dim=4, graph_hidden=6, num_layers=3, dropout=0.0)
     batches = [random_batch(dims, [5, 4, 3], seed=30 + i, task="regression") for i in range(2)]
-    losses = _train(model, "balm", "regression", batches, steps=24, lr=1e-2)
+    losses = train_steps(model, "balm", "regression", batches, steps=24, lr=1e-2)
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
