@@ -12,46 +12,10 @@ from balm.core.baselines import build_baseline
 from balm.core.ogm_ge import OGMGE, disparity_ratios, ogm_coefficients, split_logits, true_class_confidence
 from balm.data.batch import collate
 from balm.data.dataset import Split
-
-DIMS = {"audio": 5, "text": 7, "visual": 3, "extra": 4}
-EMB = 6
-HIDDEN = 8
-
-
-class TinyModel(nn.Module):
-    def __init__(self, dims, out):
-        super().__init__()
-        self.encoders = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, EMB), nn.Tanh(), nn.Linear(EMB, EMB)) for m, d in dims.items()})
-        self.fusion = nn.Linear(EMB * len(dims), HIDDEN)
-        self.fusion_head = nn.Linear(HIDDEN, out)
-
-    def forward(self, x):
-        z = {m: enc(x[m]) for m, enc in self.encoders.items()}
-        h = torch.relu(self.fusion(torch.cat(list(z.values()), -1)))
-        return self.fusion_head(h), z
-
+from tiny_rebalance import EMB, backward, make_setup
 
 def setup(M=3, task="classification", C=4, N=12, seed=0, **kw):
-    torch.manual_seed(seed)
-    dims = dict(list(DIMS.items())[:M])
-    model = TinyModel(dims, C if task == "classification" else 1)
-    rb = OGMGE(model.encoders, {m: EMB for m in dims}, model.fusion_head, task=task, **kw)
-    x = {m: torch.randn(N, d) for m, d in dims.items()}
-    y = torch.randint(0, C, (N,)) if task == "classification" else torch.randn(N)
-    masks = {m: torch.rand(N) > 0.3 for m in dims}
-    return model, rb, x, y, masks
-
-
-def backward(model, rb, x, y, task="classification"):
-    model.zero_grad(set_to_none=True)
-    pred, z = model(x)
-    if task == "classification":
-        loss = F.cross_entropy(pred, y)
-    else:
-        pred = pred.squeeze(-1)
-        loss = F.mse_loss(pred, y)
-    (loss + rb.alignment_loss()).backward()
-    return pred, z
+    return make_setup(OGMGE, M, task, C, N, seed, **kw)
 
 
 def grads(module):
