@@ -3,39 +3,23 @@ independently from hand-made result files (and from a tiny real sweep with a `ca
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from balm.cli.main import main
-from balm.experiments.config import Config
 from balm.experiments.sweep import expand, run_sweep
 from balm.reporting.paired import build_paired
 from balm.reporting.report import make_report
 from balm.reporting.tables import load_results
 from exp_helpers import base_config
+from report_helpers import write_run
 
 RATES = ({"audio": 0.5, "text": 0.7, "visual": 0.3}, {"audio": 0.3, "text": 0.5, "visual": 0.7})
 
 
 def _label(rates: dict) -> str:
     return "(" + ", ".join(f"{v:g}" for v in rates.values()) + ")"
-
-
-def _write_run(root: Path, run_id: str, cfg: dict, acc: float, wf1: float) -> None:
-    config = Config.from_dict({"data": "synthetic:iemocap", **cfg}).to_dict()
-    res = {
-        "schema": "balm-result/1", "status": "finished", "task": "classification",
-        "test": {"acc": acc, "wf1": wf1, "n": 100}, "dev": {"acc": acc, "wf1": wf1, "n": 10},
-        "best_epoch": 0, "epochs_run": 1, "train_seconds": 1.0,
-        "dataset": {"used_modalities": ["audio", "text", "visual"], "label_names": ["a", "b"]},
-        "requested_rates": config["rates"], "realised_rates": {"train": dict(config["rates"])},
-        "config": config,
-    }
-    d = root / "runs" / run_id
-    d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps(res))
 
 
 @pytest.fixture()
@@ -52,7 +36,7 @@ def hand_sweep(tmp_path):
                         continue
                     acc, wf1 = (float(x) for x in rng.uniform(0.3, 0.7, 2))
                     metrics[(backbone, variant, ri, seed)] = (acc, wf1)
-                    _write_run(tmp_path, f"{backbone}-{variant}-{ri}-{seed}",
+                    write_run(tmp_path, f"{backbone}-{variant}-{ri}-{seed}",
                                {"backbone": backbone, "variant": variant, "rates": rates, "seed": seed}, acc, wf1)
     return tmp_path, metrics
 
@@ -109,9 +93,9 @@ def test_paired_csv_matches_differences_computed_here(hand_sweep):
 
 
 def test_single_pair_has_zero_std_and_missing_reference_gives_no_cell(tmp_path):
-    _write_run(tmp_path, "a", {"variant": "none", "rates": RATES[0], "seed": 0}, 0.50, 0.40)
-    _write_run(tmp_path, "b", {"variant": "fcm-only", "rates": RATES[0], "seed": 0}, 0.45, 0.46)
-    _write_run(tmp_path, "c", {"variant": "fcm-only", "rates": RATES[0], "seed": 1}, 0.60, 0.60)  # no none at seed 1
+    write_run(tmp_path, "a", {"variant": "none", "rates": RATES[0], "seed": 0}, 0.50, 0.40)
+    write_run(tmp_path, "b", {"variant": "fcm-only", "rates": RATES[0], "seed": 0}, 0.45, 0.46)
+    write_run(tmp_path, "c", {"variant": "fcm-only", "rates": RATES[0], "seed": 1}, 0.60, 0.60)  # no none at seed 1
     t = build_paired(load_results(tmp_path))
     assert t.references == ["none"]  # no balm run: only one reference
     cells = list(t.cells.values())

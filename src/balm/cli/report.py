@@ -8,7 +8,7 @@ def register(subparsers) -> None:
         "report",
         help="tables (mean ± std over seeds) and figures of a sweep folder",
         description="Rebuild DIR/summary.csv from the result files and write DIR/report/: report.md, "
-        "table*.csv, paired*.csv (paired differences against none and balm), lemma1*.csv and figures/*.png "
+        "table*.csv, paired*.csv (paired differences against none and balm), leaders.csv (columns ranked per setting), lemma1*.csv and figures/*.png "
         "(modulation curves, t-SNE, Lemma 1).",
     )
     p.add_argument("dir", metavar="DIR", help="sweep folder (holding runs/)")
@@ -25,6 +25,8 @@ def run(args) -> int:
     print(rep["table"])
     if rep["paired"]:
         print(rep["paired"])
+    if rep["leaders"]:
+        print(rep["leaders"])
     print(f"report: {rep['markdown']}")
     if rep["figures"]:
         print(f"figures ({len(rep['figures'])}): {rep['dir'] / 'figures'}")

@@ -6,6 +6,7 @@ Files written (each replaced atomically):
   differences against ``none`` and ``balm`` (:mod:`balm.reporting.paired`) and links to figures;
 - ``table.csv`` (long format, fractions), ``table_acc.csv`` / ``table_wf1.csv`` (paper layout);
 - ``paired.csv`` (paired differences, long format, fractions) and ``paired_wins.csv``;
+- ``leaders.csv``: every backbone's columns ranked within each setting (:mod:`balm.reporting.leaders`);
 - ``lemma1.csv`` (one point per run and modality) and ``lemma1_fit.csv`` (slope per modality);
 - ``figures/curves_*.png``, ``figures/tsne_*.png``, ``figures/lemma1_*.png``.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from balm.experiments.io import atomic_write_text
 
 from . import figures as FG
+from . import leaders as LD
 from . import paired as PD
 from .tables import build_table, load_results, setting_label, to_csv, to_markdown, to_wide_csv
 
@@ -75,6 +77,10 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
     md_paired = PD.to_markdown(paired)
     atomic_write_text(out / "paired.csv", PD.to_csv(paired))
     atomic_write_text(out / "paired_wins.csv", PD.wins_csv(paired))
+    leaders = LD.build_leaders(runs)
+    ranked = any(len(cols) > 1 for cols in leaders.columns.values())
+    md_leaders = LD.to_markdown(leaders) if ranked else ""
+    atomic_write_text(out / "leaders.csv", LD.to_csv(leaders))
 
     groups: dict[tuple, list] = {}
     for r in runs:
@@ -123,6 +129,8 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
     if md_paired:
         lines += ["## Paired comparison\n", md_paired,
                   "CSV: [paired.csv](paired.csv) (per setting), [paired_wins.csv](paired_wins.csv) (wins).\n"]
+    if md_leaders:
+        lines += ["## Which method leads\n", md_leaders, "CSV: [leaders.csv](leaders.csv) (every column's rank per setting).\n"]
     if fits:
         lines.append("### Lemma 1: encoder gradient norm against availability 1 − r_m\n")
         lines.append("| model | modality | slope | r² | points |")
@@ -138,4 +146,4 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
         lines.append("")
     atomic_write_text(out / "report.md", "\n".join(lines))
     return {"dir": out, "markdown": out / "report.md", "table": md_table, "paired": md_paired, "figures": figures,
-            "runs": len(runs), "lemma1": fits}
+            "runs": len(runs), "lemma1": fits, "leaders": md_leaders}
