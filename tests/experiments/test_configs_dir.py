@@ -1,5 +1,6 @@
 """Every file in configs/ loads and validates (train configs and sweeps), catching typos."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,18 @@ def test_config_file_is_valid(path):
         if "synthetic" not in path.parts:
             assert c.data == f"data/{path.parent.name}"
         assert c.backbone in path.name
+
+
+@pytest.mark.parametrize("name", ["iemocap", "mosei"])
+def test_compare_sweeps_run_every_method_at_its_own_noise_setting(name):
+    """configs/compare/README.md: 7 methods x 2 backbones x 6 IMR permutations x 5 seeds; OGM-GE and
+    Ada2I keep their gradient noise, the BALM family runs at the library default (off)."""
+    sweep = load_sweep(CONFIGS / "compare" / "synthetic" / f"{name}-late_fusion-mmgcn.yaml")
+    cfgs = [r.config for r in sweep.runs]
+    assert len(cfgs) == 420
+    methods = {"none", "balm", "balm-d", "balm-s", "ogm-ge", "cggm", "ada2i"}
+    assert {(c.backbone, c.variant) for c in cfgs} == {(b, m) for b in ("late_fusion", "mmgcn") for m in methods}
+    assert {c.seed for c in cfgs} == set(range(5)) and len({json.dumps(c.rates, sort_keys=True) for c in cfgs}) == 6
+    for c in cfgs:
+        assert c.noise is (c.variant in ("ogm-ge", "ada2i", "none", "cggm"))
+    assert {r.setting["cases"] for r in sweep.runs} == methods

@@ -55,6 +55,31 @@ def test_unfinished_run_folder_is_restarted(tiny_data, tmp_path):
     assert not (second / "stale.txt").exists() and json.loads((second / "result.json").read_text())["status"] == "finished"
 
 
+def test_runs_of_an_earlier_sweep_config_are_kept_on_disk_but_left_out(tiny_data, tmp_path):
+    from balm.reporting.tables import load_results
+
+    first = expand(_sweep_dict(tiny_data, seed=[0], variant=["none", "balm"]))
+    run_sweep(first, tmp_path)
+    # the same sweep with balm at another setting: the none run keeps its id, balm gets a new one
+    second = expand(_sweep_dict(tiny_data, seed=[0], cases={"none": {"variant": "none"},
+                                                            "balm": {"variant": "balm", "noise": True}}))
+    assert second.runs[0].id == first.runs[0].id and second.runs[1].id != first.runs[1].id
+    said = []
+    res = run_sweep(second, tmp_path, log=said.append)
+    assert res["skipped"] == 1 and res["ran"] == 1
+    assert any("1 folder(s)" in s and first.runs[1].id in s for s in said)
+    assert (tmp_path / "runs" / first.runs[1].id / "result.json").exists()  # nothing deleted
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert sorted(r["run_id"] for r in rows) == sorted(r.id for r in second.runs)
+    runs = load_results(tmp_path)
+    assert [r.run_id for r in runs] == [r.id for r in second.runs]
+    assert runs[1].config["noise"] is True and runs[1].model == "late_fusion+balm"
+    from balm.reporting.report import make_report
+
+    rep = make_report(tmp_path, tsne="none", curves=False)
+    assert rep["runs"] == 2 and "1 folder(s) under runs/ outside the current sweep plan" in rep["markdown"].read_text()
+
+
 def test_sigkill_mid_sweep_then_rerun_completes_each_run_once(tiny_data, tmp_path):
     cfg = write_yaml(tmp_path / "sweep.yaml", {**base_config(tiny_data, epochs=25, tsne_samples=0),
                                                 "sweep": {"seed": [0, 1, 2, 3]}})

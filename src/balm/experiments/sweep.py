@@ -415,14 +415,28 @@ def plan_cases(sweep_dir: Path) -> tuple[dict[str, str], dict[str, dict]]:
     return (ids, cases) if isinstance(cases, dict) else ({}, {})
 
 
-def summary_rows(sweep_dir: Path) -> list[dict]:
-    """One row per finished run under ``sweep_dir/runs`` (sorted by run id)."""
-    rows = []
-    runs = sweep_dir / "runs"
+def plan_run_dirs(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """(run folders of the current plan, run folders outside it) under ``sweep_dir/runs``, by name.
+
+    The plan is ``sweep.json``'s run list, rewritten each time a sweep starts in the folder; a
+    folder left by an earlier version of the sweep config (another resolved config, hence
+    another id) is outside it. Without a readable plan every folder counts as planned."""
+    runs = Path(sweep_dir) / "runs"
     if not runs.is_dir():
-        return rows
+        return [], []
+    dirs = sorted(p for p in runs.iterdir() if p.is_dir())
+    try:
+        ids = {r["id"] for r in json.loads((Path(sweep_dir) / "sweep.json").read_text(encoding="utf-8"))["runs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return dirs, []
+    return [d for d in dirs if d.name in ids], [d for d in dirs if d.name not in ids]
+
+
+def summary_rows(sweep_dir: Path) -> list[dict]:
+    """One row per finished run of the current plan under ``sweep_dir/runs`` (sorted by run id)."""
+    rows = []
     case_of, _ = plan_cases(sweep_dir)
-    for d in sorted(p for p in runs.iterdir() if p.is_dir()):
+    for d in plan_run_dirs(sweep_dir)[0]:
         res = read_result(d)
         if res is None:
             continue
@@ -521,6 +535,10 @@ def run_sweep(
         if sweep.cases:
             plan["cases"] = sweep.cases
         atomic_write_json(out / "sweep.json", plan)
+        outside = plan_run_dirs(out)[1]
+        if outside:
+            say(f"{len(outside)} folder(s) in {runs_dir} are not runs of this sweep config (e.g. {outside[0].name}); "
+                "summary.csv and balm report leave them out")
         todo, done = [], 0
         for r in sweep.runs:
             d = runs_dir / r.id

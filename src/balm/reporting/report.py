@@ -125,7 +125,13 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
         if p:
             figures.append(p)
 
-    lines = [f"# Report: {root.name}\n", f"{len(runs)} finished runs; models: {', '.join(table.models)}.\n", md_table]
+    from balm.experiments.sweep import plan_run_dirs
+
+    outside = plan_run_dirs(root)[1]
+    note = (f" {len(outside)} folder(s) under runs/ outside the current sweep plan (sweep.json) are left out."
+            if outside else "")
+    lines = [f"# Report: {root.name}\n", f"{len(runs)} finished runs; models: {', '.join(table.models)}.{note}\n",
+             md_table]
     if md_paired:
         lines += ["## Paired comparison\n", md_paired,
                   "CSV: [paired.csv](paired.csv) (per setting), [paired_wins.csv](paired_wins.csv) (wins).\n"]

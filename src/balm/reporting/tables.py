@@ -49,12 +49,13 @@ class RunResult:
 
 
 def load_results(sweep_dir: str | Path) -> list[RunResult]:
-    """Every finished run under ``sweep_dir/runs`` (a single run folder also works), in the order
-    of the sweep's plan (``sweep.json``), then by id."""
-    from balm.experiments.sweep import plan_cases, read_result
+    """Every finished run of the sweep's plan (``sweep.json``) under ``sweep_dir/runs``, in the plan's
+    order (a single run folder also works; without a plan, every run folder, by id). Folders outside
+    the plan, left by an earlier version of the sweep config, are left out."""
+    from balm.experiments.sweep import plan_cases, plan_run_dirs, read_result
 
     root = Path(sweep_dir)
-    dirs = sorted(p for p in (root / "runs").iterdir() if p.is_dir()) if (root / "runs").is_dir() else [root]
+    dirs = plan_run_dirs(root)[0] if (root / "runs").is_dir() else [root]
     try:
         plan = {r["id"]: i for i, r in enumerate(json.loads((root / "sweep.json").read_text())["runs"])}
     except (OSError, ValueError, KeyError, TypeError):
