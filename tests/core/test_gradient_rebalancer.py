@@ -7,25 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from balm.core import GradientRebalancer
-
-DIMS = {"audio": 5, "text": 7, "visual": 3, "extra": 4}
-EMB = 6
-HIDDEN = 8
-
-
-class TinyModel(nn.Module):
-    """A late-fusion model the rebalancer knows nothing about."""
-
-    def __init__(self, dims, out):
-        super().__init__()
-        self.encoders = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, EMB), nn.Tanh(), nn.Linear(EMB, EMB)) for m, d in dims.items()})
-        self.fusion = nn.Linear(EMB * len(dims), HIDDEN)
-        self.fusion_head = nn.Linear(HIDDEN, out)
-
-    def forward(self, x):
-        z = {m: enc(x[m]) for m, enc in self.encoders.items()}
-        h = torch.relu(self.fusion(torch.cat(list(z.values()), -1)))
-        return self.fusion_head(h), z
+from tiny_rebalance import DIMS, EMB, TinyModel  # a model the rebalancer knows nothing about
 
 
 def setup(M=3, task="classification", C=4, N=12, seed=0, **kw):
