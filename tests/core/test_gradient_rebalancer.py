@@ -7,19 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from balm.core import GradientRebalancer
-from tiny_rebalance import DIMS, EMB, TinyModel  # a model the rebalancer knows nothing about
+from tiny_rebalance import backward, make_setup  # a model the rebalancer knows nothing about
 
 
 def setup(M=3, task="classification", C=4, N=12, seed=0, **kw):
-    torch.manual_seed(seed)
-    dims = dict(list(DIMS.items())[:M])
-    out = C if task == "classification" else 1
-    model = TinyModel(dims, out)
-    grm = GradientRebalancer(model.encoders, {m: EMB for m in dims}, model.fusion_head, task=task, **kw)
-    x = {m: torch.randn(N, d) for m, d in dims.items()}
-    y = torch.randint(0, C, (N,)) if task == "classification" else torch.randn(N)
-    masks = {m: torch.rand(N) > 0.3 for m in dims}
-    return model, grm, x, y, masks
+    return make_setup(GradientRebalancer, M=M, task=task, C=C, N=N, seed=seed, **kw)
 
 
 def pretrain(model, x, y, steps=40):
@@ -31,16 +23,7 @@ def pretrain(model, x, y, steps=40):
         opt.step()
 
 
-def forward_backward(model, grm, x, y, task="classification"):
-    model.zero_grad(set_to_none=True)
-    pred, z = model(x)
-    if task == "classification":
-        loss = F.cross_entropy(pred, y)
-    else:
-        pred = pred.squeeze(-1)
-        loss = F.mse_loss(pred, y)
-    (loss + grm.alignment_loss()).backward()
-    return pred, z
+forward_backward = backward
 
 
 def grads(module):
