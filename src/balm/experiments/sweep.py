@@ -404,14 +404,34 @@ def _fmt_setting(key: str, value: Any) -> str:
     return str(value)
 
 
-def plan_cases(sweep_dir: Path) -> tuple[dict[str, str], dict[str, dict]]:
-    """(run id -> case name, case name -> overrides) from ``sweep_dir/sweep.json``; empty without cases."""
+def read_plan(sweep_dir: str | Path) -> dict | None:
+    """``sweep_dir/sweep.json`` (the plan a sweep writes when it starts), or None when it is missing,
+    unreadable or has no run list."""
     try:
         plan = json.loads((Path(sweep_dir) / "sweep.json").read_text(encoding="utf-8"))
-        ids = {r["id"]: r["setting"][CASES] for r in plan["runs"] if CASES in r.get("setting", {})}
-        cases = plan.get("cases") or {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError):
+        return None
+    return plan if isinstance(plan, dict) and isinstance(plan.get("runs"), list) else None
+
+
+def plan_run_ids(plan: dict) -> list[str] | None:
+    """The run ids of ``plan`` in its order, or None when an entry is malformed."""
+    try:
+        return [r["id"] for r in plan["runs"]]
+    except (KeyError, TypeError):
+        return None
+
+
+def plan_cases(sweep_dir: Path) -> tuple[dict[str, str], dict[str, dict]]:
+    """(run id -> case name, case name -> overrides) from ``sweep_dir/sweep.json``; empty without cases."""
+    plan = read_plan(sweep_dir)
+    if plan is None:
         return {}, {}
+    try:
+        ids = {r["id"]: r["setting"][CASES] for r in plan["runs"] if CASES in r.get("setting", {})}
+    except (KeyError, TypeError, AttributeError):
+        return {}, {}
+    cases = plan.get("cases") or {}
     return (ids, cases) if isinstance(cases, dict) else ({}, {})
 
 
@@ -425,11 +445,12 @@ def plan_run_dirs(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
     if not runs.is_dir():
         return [], []
     dirs = sorted(p for p in runs.iterdir() if p.is_dir())
-    try:
-        ids = {r["id"] for r in json.loads((Path(sweep_dir) / "sweep.json").read_text(encoding="utf-8"))["runs"]}
-    except (OSError, ValueError, KeyError, TypeError):
+    plan = read_plan(sweep_dir)
+    ids = plan_run_ids(plan) if plan is not None else None
+    if ids is None:
         return dirs, []
-    return [d for d in dirs if d.name in ids], [d for d in dirs if d.name not in ids]
+    kept = set(ids)
+    return [d for d in dirs if d.name in kept], [d for d in dirs if d.name not in kept]
 
 
 def summary_rows(sweep_dir: Path) -> list[dict]:

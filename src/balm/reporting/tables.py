@@ -52,14 +52,13 @@ def load_results(sweep_dir: str | Path) -> list[RunResult]:
     """Every finished run of the sweep's plan (``sweep.json``) under ``sweep_dir/runs``, in the plan's
     order (a single run folder also works; without a plan, every run folder, by id). Folders outside
     the plan, left by an earlier version of the sweep config, are left out."""
-    from balm.experiments.sweep import plan_cases, plan_run_dirs, read_result
+    from balm.experiments.sweep import plan_cases, plan_run_dirs, plan_run_ids, read_plan, read_result
 
     root = Path(sweep_dir)
     dirs = plan_run_dirs(root)[0] if (root / "runs").is_dir() else [root]
-    try:
-        plan = {r["id"]: i for i, r in enumerate(json.loads((root / "sweep.json").read_text())["runs"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        plan = {}
+    raw = read_plan(root)
+    ids = plan_run_ids(raw) if raw is not None else None
+    plan = {run_id: i for i, run_id in enumerate(ids or [])}
     dirs.sort(key=lambda d: (plan.get(d.name, len(plan)), d.name))
     case_of, cases = plan_cases(root)
     case_keys = frozenset(str(k).split(".")[0] for o in cases.values() if isinstance(o, dict) for k in o)
