@@ -130,7 +130,7 @@ class Trainer:
     """One configuration's model, optional BALM variant and optimizer."""
 
     def __init__(self, cfg: Config, split: Split, num_classes: int, device: torch.device, seed: int):
-        from balm.core import build_variant
+        from balm.methods import build_method
 
         torch.manual_seed(seed)
         dims = split.dims()
@@ -138,18 +138,18 @@ class Trainer:
         self.model = (slow_factory(cfg.backbone)(model) if cfg.impl == "slow" else model).to(device)
         self.variant = None
         if cfg.balm:
-            self.variant = build_variant(
+            self.variant = build_method(
                 "balm", dims=dims, encoders=model.encoders, embed_dims=model.embed_dims,
                 fusion_head=model.fusion_head, task="classification", num_classes=num_classes,
                 rho=1.4, tau=0.3, lr=3e-4, weight_decay=3e-5,
             )
-            if self.variant.fcm is not None:
-                self.variant.fcm.to(device)
+            if self.variant.input_module is not None:
+                self.variant.input_module.to(device)
             if self.variant.rebalancer is not None:
                 self.variant.rebalancer.to(device)
         self.params = list(self.model.parameters())
-        if self.variant is not None and self.variant.fcm is not None:
-            self.params += list(self.variant.fcm.parameters())
+        if self.variant is not None and self.variant.input_module is not None:
+            self.params += list(self.variant.input_module.parameters())
         self.opt = torch.optim.Adam(self.params, lr=3e-4, weight_decay=3e-5)
         self.split, self.device = split, device
         self.rng = np.random.default_rng(seed)
@@ -167,8 +167,8 @@ class Trainer:
 
         batch = collate(self.split, idx).to(self.device)
         tick("collate")
-        if self.variant is not None and self.variant.fcm is not None:
-            batch = replace(batch, features=self.variant.fcm(batch.features, batch.masks, batch.valid))
+        if self.variant is not None and self.variant.input_module is not None:
+            batch = replace(batch, features=self.variant.input_module(batch.features, batch.masks, batch.valid))
             tick("FCM forward")
         out = self.model(batch)
         tick("backbone forward")

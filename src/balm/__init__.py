@@ -10,9 +10,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "FeatureCalibration": "balm.core.feature_calibration",
     "GradientRebalancer": "balm.core.gradient_rebalancer",
-    "build_variant": "balm.core.variants",
+    "Rebalancer": "balm.core.rebalancer",
+    "RebalancerOptions": "balm.core.rebalancer",
+    "MethodParts": "balm.core.contract",
     "VARIANTS": "balm.core.variants",
-    "Variant": "balm.core.variants",
+    "build_method": "balm.methods",
+    "register_method": "balm.methods",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -22,7 +25,8 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        value = getattr(module, "register" if name == "register_method" else name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'balm' has no attribute {name!r}")

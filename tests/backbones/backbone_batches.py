@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from balm.core import build_variant
+from balm.methods import build_method
 
 from balm.data.batch import Batch, collate
 from balm.data.dataset import Split
@@ -52,17 +52,17 @@ def random_batch(dims: dict[str, int], lengths: list[int], seed: int = 0, **kw) 
 def train_steps(model, variant_name, task, batches, steps, lr):
     """Train ``model`` with BALM variant ``variant_name`` for ``steps`` steps; the task losses."""
     classes = model.fusion_head.out_features
-    v = build_variant(
+    v = build_method(
         variant_name, dims={m: x.shape[-1] for m, x in batches[0].features.items()},
         encoders=model.encoders, embed_dims=model.embed_dims, fusion_head=model.fusion_head,
-        task=task, num_classes=classes if task == "classification" else None, lr=lr,
+        task=task, num_classes=classes if task == "classification" else None, shared={"lr": lr},
     )
-    params = list(model.parameters()) + (list(v.fcm.parameters()) if v.fcm is not None else [])
+    params = list(model.parameters()) + (list(v.input_module.parameters()) if v.input_module is not None else [])
     opt = torch.optim.Adam(params, lr=lr)
     losses = []
     for step in range(steps):
         batch = batches[step % len(batches)]
-        feats = v.fcm(batch.features, batch.masks, batch.valid) if v.fcm is not None else batch.features
+        feats = v.input_module(batch.features, batch.masks, batch.valid) if v.input_module is not None else batch.features
         out = model(replace(batch, features=feats))
         if task == "classification":
             loss = F.cross_entropy(out.prediction, batch.targets)

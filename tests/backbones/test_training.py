@@ -9,7 +9,8 @@ from backbone_batches import random_split
 from torch import nn
 
 from balm.backbones.registry import build_backbone
-from balm.core import VARIANTS, build_variant
+from balm.core import VARIANTS
+from balm.methods import build_method
 from balm.data.batch import collate
 
 DIMS = {"audio": 10, "visual": 6, "text": 8}
@@ -40,7 +41,7 @@ def run(backbone, variant_name, task, steps=30):
     split = learnable_split(task)
     out_dim = 3 if task == "classification" else 1
     model = build_backbone(backbone, DIMS, out_dim, **SMALL[backbone])
-    variant = build_variant(
+    variant = build_method(
         variant_name,
         dims=DIMS,
         encoders=model.encoders,
@@ -48,15 +49,15 @@ def run(backbone, variant_name, task, steps=30):
         fusion_head=model.fusion_head,
         task=task,
         num_classes=out_dim if task == "classification" else None,
-        lr=3e-3,
+        shared={"lr": 3e-3},
     )
-    params = list(model.parameters()) + (list(variant.fcm.parameters()) if variant.fcm else [])
+    params = list(model.parameters()) + (list(variant.input_module.parameters()) if variant.input_module else [])
     opt = torch.optim.Adam(params, lr=3e-3)
     batches = [collate(split, idx) for idx in ([0, 1, 2, 3], [4, 5, 6, 7])]
 
     def forward(batch):
-        if variant.fcm is not None:
-            batch = replace(batch, features=variant.fcm(batch.features, batch.masks, batch.valid))
+        if variant.input_module is not None:
+            batch = replace(batch, features=variant.input_module(batch.features, batch.masks, batch.valid))
         return model(batch)
 
     def full_loss():

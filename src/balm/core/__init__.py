@@ -1,8 +1,21 @@
-"""The BALM plug-in: Feature Calibration (FCM) and Gradient Rebalancing (GRM) modules."""
+"""The BALM plug-in: Feature Calibration (FCM), Gradient Rebalancing (GRM), the rebalancer base
+every balancing method subclasses, and the pure functions behind them (torch only)."""
 
 from . import functional
+from .contract import MethodParts
 from .feature_calibration import FeatureCalibration
-from .gradient_rebalancer import GradientRebalancer
-from .variants import METHODS, VARIANTS, Variant, build_variant
+from .gradient_rebalancer import GradientRebalancer, GRMOptions
+from .rebalancer import Rebalancer, RebalancerOptions
+from .variants import VARIANTS, build_variant
 
-__all__ = ["FeatureCalibration", "GradientRebalancer", "Variant", "VARIANTS", "METHODS", "build_variant", "functional"]
+__all__ = [
+    "FeatureCalibration",
+    "GradientRebalancer",
+    "GRMOptions",
+    "MethodParts",
+    "Rebalancer",
+    "RebalancerOptions",
+    "VARIANTS",
+    "build_variant",
+    "functional",
+]

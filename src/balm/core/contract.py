@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 from torch import nn
@@ -69,3 +70,13 @@ def check_contract(
         if num_classes is not None and num_classes != out:
             raise ValueError(f"num_classes={num_classes} but fusion_head.out_features={out}")
     return out
+
+
+@dataclass
+class MethodParts:
+    """What a balancing method adds to a backbone: an optional module in front of the encoders
+    (``input_module``: BALM's FCM, Ada2I's AFW) and an optional :class:`~balm.core.rebalancer.Rebalancer`."""
+
+    name: str
+    input_module: nn.Module | None = None
+    rebalancer: nn.Module | None = None

@@ -1,4 +1,4 @@
-"""Feature Calibration Module (FCM, DESIGN §2)."""
+"""Feature Calibration Module (FCM, docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -61,36 +61,7 @@ class FeatureCalibration(nn.Module):
         and ``masks[m]`` (B,), each sample being its own sequence of length 1. A missing
         ``masks`` (or a modality absent from it) means "present wherever valid".
         """
-        if set(features) != set(self.modalities):
-            raise ValueError(
-                f"features must have exactly the modalities {list(self.modalities)}, got {list(features)}"
-            )
-        first = features[self.modalities[0]]
-        sequential = first.dim() == 3
-        if first.dim() not in (2, 3):
-            raise ValueError(
-                f"features[{self.modalities[0]!r}] must be (B, T, d) or (B, d), got shape {tuple(first.shape)}"
-            )
-        lead = first.shape[:-1]
-        xs, es = [], []
-        for m in self.modalities:
-            x = features[m]
-            if x.shape[:-1] != lead or x.shape[-1] != self.dims[m]:
-                want = (*lead, self.dims[m])
-                raise ValueError(f"features[{m!r}] must have shape {want}, got {tuple(x.shape)}")
-            e = None if masks is None else masks.get(m)
-            if e is not None and e.shape != lead:
-                raise ValueError(f"masks[{m!r}] must have shape {tuple(lead)}, got {tuple(e.shape)}")
-            if valid is not None:
-                if valid.shape != lead:
-                    raise ValueError(f"valid must have shape {tuple(lead)}, got {tuple(valid.shape)}")
-                e = valid if e is None else (e & valid)
-            if e is None:
-                e = torch.ones(lead, dtype=torch.bool, device=x.device)
-            if not sequential:
-                x, e = x.unsqueeze(1), e.unsqueeze(1)
-            xs.append(x)
-            es.append(e.to(torch.bool))
+        xs, es, sequential = BF.as_sequences(features, masks, valid, self.dims, "FeatureCalibration")
         summary = torch.cat([BF.masked_mean(x, e) for x, e in zip(xs, es)], dim=-1)
         z = torch.relu(self.squeeze(summary))
         gates = BF.calibration_gate(self.gates(z)).split([self.dims[m] for m in self.modalities], dim=-1)

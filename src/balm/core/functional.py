@@ -27,8 +27,11 @@ __all__ = [
     "masked_sample_mean",
     "deltas",
     "coefficients",
+    "history_delta",
     "cosine_to_fused",
     "spatial_loss",
+    "grad_norms",
+    "as_sequences",
 ]
 
 MEAN_EPS = 1e-8  # the ε of the masked mean (DESIGN §2)
@@ -127,6 +130,26 @@ def deltas(previous: Tensor, current: Tensor, has_previous: Tensor | bool) -> Te
     return torch.where(has_previous, previous - current, current)
 
 
+def history_delta(
+    current: Tensor, present: Tensor, previous: Tensor | None, has_previous: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Cross-iteration ``Δ_t = KL_{t−1} − KL_t`` per modality (Eq. 20, the public code's form).
+
+    current: (M,) discrepancies of this step; present: (M,) bool, modalities seen in this batch;
+    previous / has_previous: the state returned by the last call (None at the first). A modality
+    absent from the batch has Δ = 0 and keeps its previous value; one never seen before has
+    ``Δ = KL_t``. Returns ``(delta, scale, previous', has_previous')`` with ``scale = Σ`` of the
+    reference discrepancies (the KL's own magnitude, for the guard of :func:`coefficients`).
+    """
+    if previous is None:
+        previous = torch.zeros_like(current)
+        has_previous = torch.zeros_like(present)
+    zero = torch.zeros_like(current)
+    delta = torch.where(present, deltas(previous, current, has_previous), zero)
+    scale = torch.where(present, torch.where(has_previous, previous, current), zero).sum()
+    return delta, scale, torch.where(present, current, previous), has_previous | present
+
+
 def coefficients(
     delta: Tensor,
     rho: float,
@@ -187,3 +210,61 @@ def spatial_loss(mu_bar: Tensor, cos: Tensor) -> Tensor:
     if mu_bar.shape != cos.shape:
         raise ValueError(f"mu_bar {tuple(mu_bar.shape)} and cos {tuple(cos.shape)} must pair one to one")
     return (mu_bar * cos).abs().mean()
+
+
+def grad_norms(grads: list[list[Tensor]], device: torch.device | str) -> Tensor:
+    """L2 norm of each group's gradients taken together (one group per modality): (M,) float64
+    on ``device``; 0 for an empty group."""
+    out = []
+    for gs in grads:
+        if gs:
+            per = torch._foreach_norm(gs)
+            out.append(torch.linalg.vector_norm(torch.stack([n.to(device) for n in per]).double()))
+        else:
+            out.append(torch.zeros((), dtype=torch.float64, device=device))
+    return torch.stack(out)
+
+
+def as_sequences(
+    features, masks, valid: Tensor | None, dims, who: str
+) -> tuple[list[Tensor], list[Tensor], bool]:
+    """Features and availability of an input module as (B, T, d_m) / (B, T) bool lists in the
+    order of ``dims`` (the shared input contract of FCM and Ada2I's AFW).
+
+    features[m]: (B, T, d_m) sequences or (B, d_m) samples (each its own sequence of length 1);
+    masks[m]: the same leading shape, True = present (a missing ``masks``, or a modality absent from
+    it, means present); valid: the leading shape, True = not padding (ANDed into every mask).
+    Returns ``(xs, es, sequential)``; raises ``ValueError`` naming the modality on a shape mismatch.
+    """
+    modalities = tuple(dims)
+    if set(features) != set(modalities):
+        raise ValueError(f"features must have exactly the modalities {list(modalities)}, got {list(features)}")
+    first = features[modalities[0]]
+    if first.dim() not in (2, 3):
+        raise ValueError(f"features[{modalities[0]!r}] must be (B, T, d) or (B, d), got shape {tuple(first.shape)}")
+    sequential = first.dim() == 3
+    lead = first.shape[:-1]
+    if valid is not None and valid.shape != lead:
+        raise ValueError(f"valid must have shape {tuple(lead)}, got {tuple(valid.shape)}")
+    xs, es = [], []
+    for m in modalities:
+        x = features[m]
+        if x.shape[:-1] != lead or x.shape[-1] != dims[m]:
+            hint = ""
+            if x.dim() != first.dim():
+                hint = (f" ({who} takes one layout for all modalities: pool a token sequence to (B, d) or give "
+                        "every flat modality a time axis of length T, repeating it)")
+            raise ValueError(f"features[{m!r}] must have shape {(*lead, dims[m])}, got {tuple(x.shape)}{hint}")
+        e = None if masks is None else masks.get(m)
+        if e is not None and e.shape != lead:
+            raise ValueError(f"masks[{m!r}] must have shape {tuple(lead)}, got {tuple(e.shape)}")
+        if valid is not None:
+            e = valid if e is None else (e & valid)
+        if e is None:
+            e = torch.ones(lead, dtype=torch.bool, device=x.device)
+        e = e.to(torch.bool)
+        if not sequential:
+            x, e = x.unsqueeze(1), e.unsqueeze(1)
+        xs.append(x)
+        es.append(e)
+    return xs, es, sequential

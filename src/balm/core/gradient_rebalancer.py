@@ -1,16 +1,16 @@
-"""Gradient Rebalancing Module (GRM, DESIGN §4): unimodal heads, distribution-driven
+"""Gradient Rebalancing Module (GRM, docs/method.md §4): unimodal heads, distribution-driven
 scaling of encoder gradients and the spatial alignment loss."""
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import Tensor, nn
 
 from . import functional as BF
-from .contract import check_contract, encoder_parameters
+from .rebalancer import Rebalancer, RebalancerOptions, _non_negative, _one_of, _positive, mlp_heads
 
 DISTRIBUTIONS = ("kl", "mse", None)
 COEFFICIENT_MODES = ("guarded", "raw")
@@ -18,8 +18,49 @@ DELTA_MODES = ("same-batch", "history")
 STAT_KEYS = ("kl", "delta", "mu", "head_loss", "n_present", "cos", "grad_norm_before", "grad_norm_after")
 
 
-class GradientRebalancer(nn.Module):
-    """Unimodal heads plus the two modulations of BALM's GRM (DESIGN §4).
+@dataclass
+class GRMOptions(RebalancerOptions):
+    """Options of :class:`GradientRebalancer` (beyond :class:`~balm.core.rebalancer.RebalancerOptions`).
+
+    ``rho``: modulation intensity ρ (Eq. 21); ``tau``: weight τ of the spatial loss (Eq. 26);
+    ``distribution``: the discrepancy, ``"kl"`` (Eq. 19), ``"mse"`` (BALM-M) or None (no μ);
+    ``spatial``: the spatial alignment loss; ``noise``: Gaussian noise with the gradient's std on
+    modulated gradients (OGM-GE's GE); ``coefficients``: ``"guarded"`` or ``"raw"``
+    (:func:`balm.core.functional.coefficients`), with ``eps`` its threshold; ``delta_mode``: how Δ
+    is measured (class docstring); ``scale_gradients``: apply μ to the encoders (None = whenever a
+    distribution is given; False = BALM-S).
+    """
+
+    rho: float = 1.2
+    tau: float = 0.4
+    distribution: str | None = "kl"
+    spatial: bool = True
+    noise: bool = False
+    coefficients: str = "guarded"
+    eps: float = 1e-5
+    delta_mode: str = "same-batch"
+    scale_gradients: bool | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of("distribution", self.distribution, DISTRIBUTIONS)
+        _one_of("coefficients", self.coefficients, COEFFICIENT_MODES)
+        _one_of("delta_mode", self.delta_mode, DELTA_MODES)
+        self.rho = _positive("rho", self.rho)
+        self.tau = _non_negative("tau", self.tau)
+        self.eps = _non_negative("eps", self.eps)
+        self.spatial, self.noise = bool(self.spatial), bool(self.noise)
+        if self.scale_gradients is None:
+            self.scale_gradients = self.distribution is not None
+        self.scale_gradients = bool(self.scale_gradients)
+        if self.scale_gradients and self.distribution is None:
+            raise ValueError("scale_gradients=True needs a distribution ('kl' or 'mse') to estimate μ")
+        if self.distribution is None and not self.spatial:
+            raise ValueError("distribution=None and spatial=False leave GRM nothing to do")
+
+
+class GradientRebalancer(Rebalancer):
+    """Unimodal heads plus the two modulations of BALM's GRM (docs/method.md §4).
 
     Per modality m a head ``ŷ^m = δ(W_2^m ReLU(W_1^m sg(z^m)))`` (Eq. 17) with hidden width
     ``fusion_head.in_features`` and output width ``fusion_head.out_features``, trained by
@@ -27,25 +68,29 @@ class GradientRebalancer(nn.Module):
 
     Distribution-driven modulation (Eq. 19–22): the discrepancy ``KL(ŷ ‖ ŷ^m)`` (or the MSE of
     probabilities for ``distribution="mse"``), its decrease ``Δ^m``, the coefficients
-    ``μ^m = ρ Σ_{m'≠m} Δ^{m'} / Σ Δ`` (guarded, see :func:`balm.core.functional.coefficients`), and
-    every gradient of encoder m's parameters multiplied by ``μ^m`` (plus optional Gaussian noise
-    with the gradient's standard deviation, as OGM-GE does).
+    ``μ^m = ρ Σ_{m'≠m} Δ^{m'} / Σ Δ`` (guarded, see :func:`balm.core.functional.coefficients`),
+    applied to encoder m's gradients (Eq. 22) or, with ``modulate="update"``, to its parameter
+    update (Eq. 34; see :meth:`~balm.core.rebalancer.Rebalancer.step`), with optional Gaussian
+    noise of the gradient's standard deviation (as OGM-GE).
 
     Spatial modulation (Eq. 23–26): :meth:`alignment_loss` returns ``τ L_mod`` with
     ``L_mod = (1/M) Σ_m |μ̄^m cos(vec W_2^m, vec W_pred)|`` and ``μ̄ = μ/ρ`` of the last
     rebalance; its gradient reaches only the fusion head.
 
     Use per step: ``loss = task_loss + grm.alignment_loss()``; ``loss.backward()``;
-    ``grm.rebalance_(embeddings, prediction, targets, masks)``; clip; ``optimizer.step()``.
+    ``grm.rebalance_(embeddings, prediction, targets, masks)``; clip; ``grm.step(optimizer)``.
 
-    Options beyond the paper: ``missing_aware`` (heads and discrepancies only see utterances where
-    the modality is present), ``delta_mode`` (``"same-batch"``: Δ^m is the decrease of the
-    discrepancy on the current batch produced by this step's head update; ``"history"``: the public
-    code's ``KL_{t−1} − KL_t`` across mini-batches), ``scale_gradients`` (False: coefficients are
-    estimated and weight the spatial term but gradients are not scaled, BALM-S), ``track_stats``
-    (cosines and gradient norms for the logs). ``noise`` accompanies the scaling: with
-    ``scale_gradients=False`` no gradient is touched and no noise is added.
+    Options (:class:`GRMOptions`) beyond the paper: ``missing_aware`` (heads and discrepancies only
+    see utterances where the modality is present), ``delta_mode`` (``"same-batch"``: Δ^m is the
+    decrease of the discrepancy on the current batch produced by this step's head update;
+    ``"history"``: the public code's ``KL_{t−1} − KL_t`` across mini-batches), ``scale_gradients``
+    (False: coefficients are estimated and weight the spatial term but no encoder is scaled,
+    BALM-S), ``track_stats`` (cosines and gradient norms for the logs). ``noise`` accompanies the
+    scaling: with ``scale_gradients=False`` no gradient is touched and no noise is added.
     """
+
+    Options = GRMOptions
+    method = "GRM"
 
     def __init__(
         self,
@@ -55,99 +100,25 @@ class GradientRebalancer(nn.Module):
         *,
         task: str = "classification",
         num_classes: int | None = None,
-        rho: float = 1.2,
-        tau: float = 0.4,
-        distribution: str | None = "kl",
-        spatial: bool = True,
-        noise: bool = False,
-        missing_aware: bool = True,
-        coefficients: str = "guarded",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        start_epoch: int = 0,
-        end_epoch: int | None = None,
-        eps: float = 1e-5,
-        delta_mode: str = "same-batch",
-        scale_gradients: bool | None = None,
-        track_stats: bool = True,
+        **options,
     ):
-        super().__init__()
-        encoders = dict(encoders.items())
-        embed_dims = dict(embed_dims.items())
-        out_features = check_contract(encoders, embed_dims, fusion_head, task, num_classes, "GRM")
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
-        if coefficients not in COEFFICIENT_MODES:
-            raise ValueError(f"coefficients must be one of {COEFFICIENT_MODES}, got {coefficients!r}")
-        if delta_mode not in DELTA_MODES:
-            raise ValueError(f"delta_mode must be one of {DELTA_MODES}, got {delta_mode!r}")
-        if not (math.isfinite(rho) and rho > 0):
-            raise ValueError(f"rho must be a positive number, got {rho!r}")
-        if not (math.isfinite(tau) and tau >= 0):
-            raise ValueError(f"tau must be a non-negative number, got {tau!r}")
-        if not (eps >= 0):
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
-        if end_epoch is not None and end_epoch <= start_epoch:
-            raise ValueError(f"end_epoch ({end_epoch}) must be greater than start_epoch ({start_epoch})")
-        if scale_gradients is None:
-            scale_gradients = distribution is not None
-        if scale_gradients and distribution is None:
-            raise ValueError("scale_gradients=True needs a distribution ('kl' or 'mse') to estimate μ")
-        if distribution is None and not spatial:
-            raise ValueError("distribution=None and spatial=False leave GRM nothing to do")
-
-        self.modalities = tuple(encoders)
-        owned = encoder_parameters(encoders, fusion_head)
-        self._params = {m: [p for _, p in owned[m]] for m in self.modalities}
-        self._param_names = {m: [n for n, _ in owned[m]] for m in self.modalities}
-        # references only: the backbone owns these modules (not registered as sub-modules)
-        self.__dict__["_encoders"] = encoders
-        self.__dict__["_fusion_head"] = fusion_head
-
-        self.task, self.rho, self.tau = task, float(rho), float(tau)
-        self.distribution, self.spatial, self.noise = distribution, bool(spatial), bool(noise)
-        self.missing_aware, self.coefficient_mode, self.delta_mode = bool(missing_aware), coefficients, delta_mode
-        self.scale_gradients, self.track_stats, self.eps = bool(scale_gradients), bool(track_stats), float(eps)
-        self.start_epoch, self.end_epoch = int(start_epoch), end_epoch
-        self._epoch = 0
-
+        super().__init__(encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, **options)
         w = fusion_head.weight
-        hidden = fusion_head.in_features
-        self.heads = nn.ModuleDict(
-            {
-                m: nn.Sequential(nn.Linear(embed_dims[m], hidden), nn.ReLU(), nn.Linear(hidden, out_features))
-                for m in self.modalities
-            }
-        ).to(device=w.device, dtype=w.dtype)
-        self.head_optimizer: torch.optim.Optimizer = torch.optim.Adam(
-            self.heads.parameters(), lr=lr, weight_decay=weight_decay
-        )
+        self.heads = mlp_heads(self.embed_dims, fusion_head.in_features, self.out_features, w)
+        self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self._mu_bar: Tensor | None = None
         self._kl_prev: Tensor | None = None
         self._has_prev: Tensor | None = None
-        self._last: dict[str, Tensor] = {}
         self._counts: Tensor | None = None  # steps, clamped_steps, degenerate_steps
         self._flags: Tensor | None = None  # clamped, fallback of the last step
 
     # ------------------------------------------------------------------ window
-    @property
-    def active(self) -> bool:
-        """Whether the current epoch lies in the modulation window ``[start_epoch, end_epoch)``."""
-        return self._epoch >= self.start_epoch and (self.end_epoch is None or self._epoch < self.end_epoch)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the current epoch. Entering or leaving the window drops the stored μ̄ (so no stale
-        spatial term survives) and the KL history of ``delta_mode="history"``; within the window
-        the history is kept across epochs, as in the public code."""
-        was = self.active
-        self._epoch = int(epoch)
-        if self.active != was:
-            self._mu_bar = None
-            self.reset_history()
+    def _on_window_change(self) -> None:
+        """Entering or leaving the window drops the stored μ̄ (so no stale spatial term survives)
+        and the KL history of ``delta_mode="history"``; within the window the history is kept
+        across epochs, as in the public code."""
+        self._mu_bar = None
+        self.reset_history()
 
     def reset_history(self) -> None:
         """Forget ``KL_{t−1}`` (``delta_mode="history"``): the next step uses ``Δ = KL``."""
@@ -155,10 +126,6 @@ class GradientRebalancer(nn.Module):
         self._has_prev = None
 
     # ------------------------------------------------------------------ report
-    def touched(self) -> dict[str, list[str]]:
-        """Modality -> names (inside its encoder) of the parameters whose gradients it scales."""
-        return {m: list(self._param_names[m]) for m in self.modalities}
-
     @property
     def stats(self) -> dict[str, dict[str, float]]:
         """Quantities of the last :meth:`rebalance_`, converted to floats on access (one host sync).
@@ -171,22 +138,12 @@ class GradientRebalancer(nn.Module):
         ``steps``, ``clamped_steps``, ``degenerate_steps`` since construction.
         Empty before the first rebalance.
         """
-        if not self._last:
-            return {}
-        keys = [k for k in STAT_KEYS if k in self._last]
-        dev = self._last["mu"].device
-        table = torch.stack([self._last[k].to(dev, torch.float64) for k in keys]).cpu().tolist()
-        out = {k: dict(zip(self.modalities, row)) for k, row in zip(keys, table)}
-        counts = self._counts.tolist()
-        flags = self._flags.tolist()
-        out["guard"] = {
-            "clamped": float(flags[0]),
-            "fallback": float(flags[1]),
-            "steps": float(counts[0]),
-            "clamped_steps": float(counts[1]),
-            "degenerate_steps": float(counts[2]),
-        }
-        return out
+        return super().stats
+
+    def _extra_stats(self) -> dict[str, dict[str, float]]:
+        counts, flags = self._counts.tolist(), self._flags.tolist()
+        return {"guard": {"clamped": float(flags[0]), "fallback": float(flags[1]), "steps": float(counts[0]),
+                          "clamped_steps": float(counts[1]), "degenerate_steps": float(counts[2])}}
 
     @property
     def degenerate_steps(self) -> int:
@@ -213,35 +170,24 @@ class GradientRebalancer(nn.Module):
         return self.tau * BF.spatial_loss(self._mu_bar.to(w.device, w.dtype), cos)
 
     # ------------------------------------------------------------------ step
-    def _check(self, embeddings, fused_output, targets, masks) -> int:
-        if set(embeddings) != set(self.modalities):
-            raise ValueError(f"embeddings must have exactly the modalities {list(self.modalities)}, got {list(embeddings)}")
-        n = fused_output.shape[0]
-        for m in self.modalities:
-            z = embeddings[m]
-            if z.dim() != 2 or z.shape[0] != n:
-                raise ValueError(f"embeddings[{m!r}] must have shape ({n}, d_z), got {tuple(z.shape)}")
-        if targets.shape[0] != n:
-            raise ValueError(f"targets must have {n} entries (one per row of fused_output), got {tuple(targets.shape)}")
-        if masks is not None and self.missing_aware:
-            for m in self.modalities:
-                if m not in masks:
-                    raise ValueError(f"masks is missing modality {m!r}")
-                if masks[m].shape != (n,):
-                    raise ValueError(f"masks[{m!r}] must have shape ({n},), got {tuple(masks[m].shape)}")
-        return n
-
     def _stacked_heads(self, zs: list[Tensor]) -> Tensor:
         return torch.stack([self.heads[m](z) for m, z in zip(self.modalities, zs)])
 
-    def _head_losses(self, outs: Tensor, targets: Tensor, present: Tensor | None) -> tuple[Tensor, Tensor]:
-        M, n = outs.shape[0], outs.shape[1]
-        if self.task == "classification":
-            logp = BF.log_softmax(outs)
-            per = -logp.gather(-1, targets.long().expand(M, n).unsqueeze(-1)).squeeze(-1)
-        else:
-            per = (outs.squeeze(-1) - targets.to(outs.dtype).unsqueeze(0)).pow(2)
-        return BF.masked_sample_mean(per, present)
+    def _discrepancy(self, fused_log: Tensor, outs: Tensor, present: Tensor | None) -> Tensor:
+        measure = BF.kl_to_fused if self.distribution == "kl" else BF.mse_to_fused
+        return measure(fused_log, BF.log_distribution(outs.float(), self.task), present)[0]
+
+    def _deltas(self, zs: list[Tensor], outs: Tensor, fused_output: Tensor, counts: Tensor, present) -> tuple:
+        """(discrepancy, Δ, scale) of this step under ``delta_mode`` (Eq. 19–20)."""
+        fused_log = BF.log_distribution(fused_output.detach().float(), self.task)
+        before = self._discrepancy(fused_log, outs.detach(), present)
+        has = counts > 0
+        if self.delta_mode == "same-batch":
+            disc = self._discrepancy(fused_log, self._stacked_heads(zs), present)
+            zero = torch.zeros_like(before)
+            return disc, torch.where(has, before - disc, zero), torch.where(has, before, zero).sum()
+        delta, scale, self._kl_prev, self._has_prev = BF.history_delta(before, has, self._kl_prev, self._has_prev)
+        return before, delta, scale
 
     def rebalance_(
         self,
@@ -250,72 +196,45 @@ class GradientRebalancer(nn.Module):
         targets: Tensor,
         masks: Mapping[str, Tensor] | None = None,
     ) -> None:
-        """One GRM step, after ``loss.backward()`` and before ``optimizer.step()`` (Algorithm 1).
+        """One GRM step, after ``loss.backward()`` and before :meth:`step` (Algorithm 1).
 
         embeddings[m]: (N, d_z^m) encoder outputs z^m; fused_output: the backbone's prediction,
         logits (N, C) or scores (N,); targets: (N,); masks[m]: (N,) bool, True where m is present.
-        Trains the heads one step, computes Δ and μ, multiplies every gradient of encoder m's
-        parameters by μ^m and stores μ̄ for the next :meth:`alignment_loss`. No-op outside the window.
+        Trains the heads one step, computes Δ and μ, applies μ^m to encoder m and stores μ̄ for
+        the next :meth:`alignment_loss`. No-op outside the window.
         """
         if not self.active:
             return
-        self._check(embeddings, fused_output, targets, masks)
+        zs, present, targets = self._inputs(embeddings, fused_output, targets, masks)
         w = self._fusion_head.weight
-        zs = [embeddings[m].detach().to(w.dtype) for m in self.modalities]
-        present = None
-        if self.missing_aware and masks is not None:
-            present = torch.stack([masks[m].to(torch.bool) for m in self.modalities]).to(w.device)
-        targets = targets.detach().to(w.device)
-
         with torch.enable_grad():
             outs = self._stacked_heads(zs)
-            head_loss, counts = self._head_losses(outs, targets, present)
-            self.head_optimizer.zero_grad(set_to_none=True)
-            head_loss.sum().backward()
-            self.head_optimizer.step()
+            head_loss, counts = self._train_heads(outs, targets, present)
 
         with torch.no_grad():
-            M = len(self.modalities)
             if self.distribution is None:
+                M = len(self.modalities)
                 disc = delta = torch.zeros(M, device=w.device)
                 mu = torch.full((M,), self.rho, device=w.device)
                 clamped = fallback = torch.zeros((), dtype=torch.bool, device=w.device)
             else:
-                measure = BF.kl_to_fused if self.distribution == "kl" else BF.mse_to_fused
-                fused_log = BF.log_distribution(fused_output.detach().float(), self.task)
-                before, _ = measure(fused_log, BF.log_distribution(outs.detach().float(), self.task), present)
-                has = counts > 0
-                if self.delta_mode == "same-batch":
-                    after_out = self._stacked_heads(zs).float()
-                    disc, _ = measure(fused_log, BF.log_distribution(after_out, self.task), present)
-                    delta = torch.where(has, before - disc, torch.zeros_like(before))
-                    scale = torch.where(has, before, torch.zeros_like(before)).sum()
-                else:
-                    disc = before
-                    if self._kl_prev is None:
-                        self._kl_prev = torch.zeros_like(before)
-                        self._has_prev = torch.zeros_like(has)
-                    prev, has_prev = self._kl_prev, self._has_prev
-                    delta = torch.where(has, BF.deltas(prev, before, has_prev), torch.zeros_like(before))
-                    scale = torch.where(has, torch.where(has_prev, prev, before), torch.zeros_like(before)).sum()
-                    self._kl_prev = torch.where(has, before, prev)
-                    self._has_prev = has_prev | has
-                mu, clamped, fallback = BF.coefficients(delta, self.rho, self.coefficient_mode, self.eps, scale)
+                disc, delta, scale = self._deltas(zs, outs, fused_output, counts, present)
+                mu, clamped, fallback = BF.coefficients(delta, self.rho, self.coefficients, self.eps, scale)
 
-            last = {"kl": disc, "delta": delta, "mu": mu, "head_loss": head_loss.detach(), "n_present": counts}
+            last = {"kl": disc, "delta": delta, "mu": mu, "head_loss": head_loss, "n_present": counts}
             if self.track_stats:
                 norms_before = self._grad_norms()
             if self.scale_gradients:
-                self._scale_gradients(mu)
+                self._modulate(mu, "before" if self.noise else None)
             if self.track_stats:
-                last["grad_norm_before"] = norms_before
-                if not self.scale_gradients:
-                    last["grad_norm_after"] = norms_before
-                elif self.noise:
-                    last["grad_norm_after"] = self._grad_norms()
-                else:
-                    last["grad_norm_after"] = norms_before * mu.to(norms_before.dtype).abs()
                 last["cos"] = BF.cosine_to_fused(self._head_out_weights(), w.detach())
+                last["grad_norm_before"] = norms_before
+                if self.scale_gradients and self.noise:
+                    last["grad_norm_after"] = self._grad_norms()
+                elif self.scale_gradients and self.modulate == "gradient":
+                    last["grad_norm_after"] = norms_before * mu.to(norms_before.dtype).abs()
+                else:
+                    last["grad_norm_after"] = norms_before
             self._mu_bar = (mu / self.rho).detach()
             flags = torch.stack([clamped, fallback]).to(torch.float64)
             if self._counts is None:
@@ -323,37 +242,3 @@ class GradientRebalancer(nn.Module):
             self._counts += torch.cat([flags.new_ones(1), flags])
             self._flags = flags
             self._last = {k: v.detach() for k, v in last.items()}
-
-    def _grads(self, m: str) -> list[Tensor]:
-        return [p.grad for p in self._params[m] if p.grad is not None]
-
-    def _grad_norms(self) -> Tensor:
-        w = self._fusion_head.weight
-        norms = []
-        for m in self.modalities:
-            grads = self._grads(m)
-            if grads and all(g.device == w.device for g in grads):
-                norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).double()))
-            elif grads:
-                norms.append(torch.linalg.vector_norm(torch.stack([n.to(w.device) for n in torch._foreach_norm(grads)]).double()))
-            else:
-                norms.append(torch.zeros((), dtype=torch.float64, device=w.device))
-        return torch.stack(norms)
-
-    def _scale_gradients(self, mu: Tensor) -> None:
-        """Eq. 22: g ← μ^m g for every gradient of encoder m (+ N(0, std(g)²) with ``noise``)."""
-        for i, m in enumerate(self.modalities):
-            grads = self._grads(m)
-            if not grads:
-                continue
-            if self.noise:
-                noises = [
-                    torch.randn_like(g) * g.std() if g.numel() > 1 else torch.zeros_like(g) for g in grads
-                ]
-            groups: dict[tuple, list[Tensor]] = {}
-            for g in grads:
-                groups.setdefault((g.device, g.dtype), []).append(g)
-            for (device, dtype), gs in groups.items():
-                torch._foreach_mul_(gs, mu[i].to(device=device, dtype=dtype))
-            if self.noise:
-                torch._foreach_add_(grads, noises)

@@ -163,9 +163,9 @@ def _backbones() -> tuple[str, ...]:
 
 
 def _variants() -> tuple[str, ...]:
-    from balm.core import METHODS
+    from balm.methods import names
 
-    return tuple(METHODS)
+    return names()
 
 
 def _strategies() -> tuple[str, ...]:
@@ -346,7 +346,7 @@ class Config:
 
     def _check_cross(self) -> None:
         check_backbone_options(self.backbone, self.backbone_options)
-        check_variant_options(self.variant_options)
+        check_variant_options(self.variant, self.variant_options)
         if self.modulation_end is not None and self.modulation_end <= self.modulation_start:
             raise ConfigError(f"must be > modulation_start ({self.modulation_start}), got {self.modulation_end}",
                               key="modulation_end")
@@ -416,23 +416,24 @@ def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
             raise ConfigError(_unknown(k, valid).replace("valid keys", f"options of {name}"), key=f"backbone_options.{k}")
 
 
-# keys of the config that the trainer passes to the variant itself; variant_options may not repeat them
+# keys of the config that the trainer offers to every method; variant_options may not repeat them
 VARIANT_KEYS = ("d_global", "rho", "tau", "noise", "missing_aware", "coefficients", "delta_mode", "lr",
                 "weight_decay", "start_epoch", "end_epoch")
 
 
-def check_variant_options(options: Mapping[str, Any]) -> None:
-    from balm.core.baselines import BALM_ONLY_OPTIONS, OPTIONS
-    from balm.core.variants import FCM_OPTIONS, GRM_OPTIONS
+def check_variant_options(method: str, options: Mapping[str, Any]) -> None:
+    """``variant_options`` must be options of the chosen method (and not top-level keys)."""
+    from balm.methods import method_options
 
-    valid = sorted((set(FCM_OPTIONS) | set(GRM_OPTIONS) | set(BALM_ONLY_OPTIONS) | set().union(*OPTIONS.values()))
-                   - set(VARIANT_KEYS))
+    valid = sorted(set(method_options(method)) - set(VARIANT_KEYS))
     for k in options:
         if k in VARIANT_KEYS:
             key = {"start_epoch": "modulation_start", "end_epoch": "modulation_end"}.get(k, k)
             raise ConfigError(f"is a top-level key; set {key!r} instead", key=f"variant_options.{k}")
         if k not in valid:
-            raise ConfigError(_unknown(k, valid).replace("valid keys", "variant options"), key=f"variant_options.{k}")
+            listed = ", ".join(valid) if valid else "none"
+            raise ConfigError(f"{_unknown(k, tuple(valid)).split(' valid keys')[0]} method {method!r} takes the "
+                              f"options: {listed}", key=f"variant_options.{k}")
 
 
 # --------------------------------------------------------------------------- overrides and loading

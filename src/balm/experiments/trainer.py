@@ -174,10 +174,17 @@ def model_meta(data: PreparedData) -> dict:
     }
 
 
+def shared_options(cfg: Config) -> dict:
+    """The config's top-level method settings, offered to every method (each takes those it has)."""
+    return dict(d_global=cfg.d_global, rho=cfg.rho, tau=cfg.tau, noise=cfg.noise, missing_aware=cfg.missing_aware,
+                coefficients=cfg.coefficients, delta_mode=cfg.delta_mode, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                start_epoch=cfg.modulation_start, end_epoch=cfg.modulation_end)
+
+
 def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmModel, Any]:
     """Backbone + variant, seeded with ``cfg.seed``; returns (model on ``device``, rebalancer or None)."""
     from balm.backbones import build_backbone
-    from balm.core import build_variant
+    from balm.methods import build_method
 
     torch.manual_seed(cfg.seed)
     task, dims = meta["task"], meta["dims"]
@@ -187,7 +194,7 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
     if "num_speakers" in params and "num_speakers" not in kw:
         kw["num_speakers"] = meta["num_speakers"]
     backbone = build_backbone(cfg.backbone, dims, out_dim, **kw).to(device)
-    variant = build_variant(
+    parts = build_method(
         cfg.variant,
         dims=dims,
         encoders=backbone.encoders,
@@ -195,21 +202,11 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
         fusion_head=backbone.fusion_head,
         task=task,
         num_classes=meta["num_classes"] if task == "classification" else None,
-        d_global=cfg.d_global,
-        rho=cfg.rho,
-        tau=cfg.tau,
-        noise=cfg.noise,
-        missing_aware=cfg.missing_aware,
-        coefficients=cfg.coefficients,
-        delta_mode=cfg.delta_mode,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        start_epoch=cfg.modulation_start,
-        end_epoch=cfg.modulation_end,
+        shared=shared_options(cfg),
         **cfg.variant_options,
     )
-    fcm = variant.fcm.to(device) if variant.fcm is not None else None
-    rebalancer = variant.rebalancer.to(device) if variant.rebalancer is not None else None
+    fcm = parts.input_module.to(device) if parts.input_module is not None else None
+    rebalancer = parts.rebalancer.to(device) if parts.rebalancer is not None else None
     return BalmModel(backbone, fcm), rebalancer
 
 

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from balm.backbones.late_fusion import LateFusion
-from balm.core.ada2i import Ada2I, AdaptiveFeatureWeighting, AFWLayer, contract, interaction_factors, summary_matrix
-from balm.core.baselines import build_baseline
+from balm.baselines.ada2i import Ada2I, AdaptiveFeatureWeighting, AFWLayer, contract, interaction_factors, summary_matrix
+from balm.methods import build_method
 from balm.data.batch import Batch, collate
 from balm.data.dataset import Split
 
@@ -198,20 +198,20 @@ def test_noise_has_the_scaled_gradient_std():
 
 def test_alignment_loss_is_the_feature_loss_of_this_step():
     dims, feats, masks, valid = inputs()
-    v = build_baseline("ada2i", dims=dims, encoders=nn.ModuleDict({m: nn.Linear(d, 4) for m, d in dims.items()}),
+    v = build_method("ada2i", dims=dims, encoders=nn.ModuleDict({m: nn.Linear(d, 4) for m, d in dims.items()}),
                        embed_dims={m: 4 for m in dims}, fusion_head=nn.Linear(12, 3), feature_weight=0.5,
                        rank=2, n_layers=1, dropout=0.0)
-    assert isinstance(v.fcm, AdaptiveFeatureWeighting)
-    v.fcm(feats, masks, valid)
-    _, want = naive_afw_layer(v.fcm.layers[0], [feats[m] for m in dims], [masks[m] for m in dims])
+    assert isinstance(v.input_module, AdaptiveFeatureWeighting)
+    v.input_module(feats, masks, valid)
+    _, want = naive_afw_layer(v.input_module.layers[0], [feats[m] for m in dims], [masks[m] for m in dims])
     loss = v.rebalancer.alignment_loss()
     assert loss.item() == pytest.approx(0.5 * want.item(), rel=1e-5)
     loss.backward()  # it trains the AFW, nothing else
-    assert all(p.grad is not None for p in v.fcm.layers[0].mapping.parameters())
+    assert all(p.grad is not None for p in v.input_module.layers[0].mapping.parameters())
     assert v.rebalancer.alignment_loss().item() == 0.0  # consumed: never added twice
-    no_afw = build_baseline("ada2i", dims=dims, encoders=nn.ModuleDict({m: nn.Linear(d, 4) for m, d in dims.items()}),
+    no_afw = build_method("ada2i", dims=dims, encoders=nn.ModuleDict({m: nn.Linear(d, 4) for m, d in dims.items()}),
                             embed_dims={m: 4 for m in dims}, fusion_head=nn.Linear(12, 3), afw=False)
-    assert no_afw.fcm is None and no_afw.rebalancer.alignment_loss().item() == 0.0
+    assert no_afw.input_module is None and no_afw.rebalancer.alignment_loss().item() == 0.0
 
 
 def test_factory_rejects_unknown_options():
@@ -219,11 +219,15 @@ def test_factory_rejects_unknown_options():
     kw = dict(dims=dims, encoders=nn.ModuleDict({m: nn.Linear(d, 4) for m, d in dims.items()}),
               embed_dims={m: 4 for m in dims}, fusion_head=nn.Linear(8, 3))
     with pytest.raises(TypeError, match="bogus"):
-        build_baseline("ada2i", bogus=1, **kw)
-    with pytest.raises(ValueError, match="unknown baseline"):
-        build_baseline("ogm", **kw)
-    v = build_baseline("ogm-ge", tau=0.4, d_global=5, lam=0.1, **kw)  # other methods' options: unused
-    assert v.rebalancer.alpha == 0.1 and v.fcm is None
+        build_method("ada2i", bogus=1, **kw)
+    with pytest.raises(ValueError, match=r"unknown method 'ogm'.*'ogm-ge'"):
+        build_method("ogm", **kw)
+    # another method's option is an error for this method ...
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['d_global', 'lam', 'tau'\] for method 'ogm-ge'"):
+        build_method("ogm-ge", tau=0.4, d_global=5, lam=0.1, **kw)
+    # ... while shared settings reach only the methods that take them
+    v = build_method("ogm-ge", shared={"tau": 0.4, "d_global": 5, "lam": 0.1, "lr": 0.01}, **kw)
+    assert v.rebalancer.alpha == 0.1 and v.input_module is None and v.rebalancer.lr == 0.01
 
 
 # ---------------------------------------------------------------- training
@@ -249,14 +253,14 @@ def test_training_with_late_fusion_decreases_the_loss(task):
     batch = make_batch(dims, task=task)
     out = 3 if task == "classification" else 1
     backbone = LateFusion(dims, out, hidden=16, embed_dim=8, fused_dim=8, dropout=0.0)
-    v = build_baseline("ada2i", dims=dims, encoders=backbone.encoders, embed_dims=backbone.embed_dims,
+    v = build_method("ada2i", dims=dims, encoders=backbone.encoders, embed_dims=backbone.embed_dims,
                        fusion_head=backbone.fusion_head, task=task, alpha=0.5, beta=0.5, rank=4, dropout=0.0)
-    params = [*backbone.parameters(), *v.fcm.parameters()]
+    params = [*backbone.parameters(), *v.input_module.parameters()]
     opt = torch.optim.Adam(params, lr=1e-2)
     y = batch.targets
     losses, feature_losses = [], []
     for _ in range(25):
-        feats = v.fcm(batch.features, batch.masks, batch.valid)
+        feats = v.input_module(batch.features, batch.masks, batch.valid)
         o = backbone(Batch(feats, batch.masks, batch.valid, batch.speakers, batch.labels, batch.lengths))
         task_loss = F.cross_entropy(o.prediction, y) if task == "classification" else F.mse_loss(o.prediction, y)
         extra = v.rebalancer.alignment_loss()

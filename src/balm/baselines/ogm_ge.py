@@ -4,14 +4,15 @@ generalised to M modalities by the ratio against the weakest modality (as Ada2I 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import functional as BF
-from .baselines import BaselineRebalancer
+from balm.core import functional as BF
+from balm.core.rebalancer import Rebalancer, RebalancerOptions, _non_negative, _one_of
 
 SCORE_SOURCES = ("heads", "split")
 FORMS = ("published", "continuous")
@@ -75,13 +76,33 @@ def split_logits(embeddings: list[Tensor], fusion_head: nn.Linear) -> Tensor:
     return torch.stack([F.linear(z.to(w.dtype), wm, bias) for z, wm in zip(embeddings, blocks)])
 
 
-class OGMGE(BaselineRebalancer):
+@dataclass
+class OGMGEOptions(RebalancerOptions):
+    """Options of :class:`OGMGE`: ``alpha`` (α of Eq. 10), ``scores`` (where the unimodal outputs
+    come from: ``"heads"`` or ``"split"``), ``form`` (``"published"`` or ``"continuous"``, see
+    :func:`ogm_coefficients`) and ``noise`` (the GE part: Gaussian noise of the gradient's std)."""
+
+    alpha: float = 0.1
+    scores: str = "heads"
+    form: str = "published"
+    noise: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.alpha = _non_negative("alpha", self.alpha)
+        _one_of("scores", self.scores, SCORE_SOURCES)
+        _one_of("form", self.form, FORMS)
+        self.noise = bool(self.noise)
+
+
+class OGMGE(Rebalancer):
     """OGM-GE for any backbone and M ≥ 2 modalities (docs/baselines.md).
 
     Per step, after ``loss.backward()``:
     ``s^m = mean_i δ(out^m_i)[y_i]``, ``ρ^m = s^m / min_{m'} s^{m'}``,
     ``k^m = 1 − tanh(α ρ^m)`` for ``ρ^m > 1`` else 1, and every gradient of encoder m becomes
-    ``k^m g`` (+ ``N(0, std(g)²)`` with ``noise``, the GE part).
+    ``k^m g`` (+ ``N(0, std(g)²)`` with ``noise``, the GE part); with ``modulate="update"`` the
+    coefficient scales encoder m's update instead.
 
     ``scores="heads"`` (default): ``out^m`` comes from a linear head per modality on the detached
     z^m, trained by ``head_optimizer`` (Adam) on the task loss; scores use the heads before this
@@ -91,6 +112,7 @@ class OGMGE(BaselineRebalancer):
     ``[sigmoid(−s), sigmoid(s)]`` with true class ``1[y > 0]``.
     """
 
+    Options = OGMGEOptions
     method = "OGM-GE"
     noise_reference = "before"
 
@@ -102,39 +124,19 @@ class OGMGE(BaselineRebalancer):
         *,
         task: str = "classification",
         num_classes: int | None = None,
-        alpha: float = 0.1,
-        scores: str = "heads",
-        form: str = "published",
-        noise: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        start_epoch: int = 0,
-        end_epoch: int | None = None,
-        missing_aware: bool = True,
-        track_stats: bool = True,
+        **options,
     ):
-        super().__init__(
-            encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, lr=lr,
-            weight_decay=weight_decay, start_epoch=start_epoch, end_epoch=end_epoch,
-            missing_aware=missing_aware, track_stats=track_stats,
-        )
-        if not (math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
-        if scores not in SCORE_SOURCES:
-            raise ValueError(f"scores must be one of {SCORE_SOURCES}, got {scores!r}")
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        super().__init__(encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, **options)
         total = sum(self.embed_dims.values())
-        if scores == "split" and fusion_head.in_features != total:
+        if self.scores == "split" and fusion_head.in_features != total:
             raise ValueError(
                 f"scores='split' needs a fusion head applied to the concatenated embeddings "
                 f"(in_features = Σ embed_dims = {total}), got in_features={fusion_head.in_features}; "
                 "use scores='heads' for this backbone"
             )
-        self.alpha, self.scores, self.form, self.noise = float(alpha), scores, form, bool(noise)
         w = fusion_head.weight
         self.heads: nn.ModuleDict | None = None
-        if scores == "heads":
+        if self.scores == "heads":
             self.heads = nn.ModuleDict(
                 {m: nn.Linear(self.embed_dims[m], self.out_features) for m in self.modalities}
             ).to(device=w.device, dtype=w.dtype)
@@ -160,43 +162,38 @@ class OGMGE(BaselineRebalancer):
         targets: Tensor,
         masks: Mapping[str, Tensor] | None = None,
     ) -> None:
-        """One step after ``loss.backward()``, before ``optimizer.step()``.
+        """One step after ``loss.backward()``, before :meth:`step`.
 
         embeddings[m]: (N, d_z^m); fused_output: (N, C) logits or (N,) scores (unused by OGM-GE
         beyond its length); targets: (N,); masks[m]: (N,) bool, True where m is present.
         Trains the heads one step (at every step, also outside the window, so that they are ready
-        when it opens) and, inside the window, multiplies encoder m's gradients by ``k^m``.
+        when it opens) and, inside the window, applies ``k^m`` to encoder m.
         """
-        self._check(embeddings, fused_output, targets, masks)
-        w = self._fusion_head.weight
-        zs = [embeddings[m].detach().to(w.dtype) for m in self.modalities]
-        present = self._present(masks, w.device)
-        targets = targets.detach().to(w.device)
+        zs, present, targets = self._inputs(embeddings, fused_output, targets, masks)
         with torch.enable_grad():
             outs = self._unimodal_outputs(zs)
             if self.heads is not None:
-                head_loss, _ = self._head_losses(outs, targets, present)
-                self.head_optimizer.zero_grad(set_to_none=True)
-                head_loss.sum().backward()
-                self.head_optimizer.step()
+                head_loss, _ = self._train_heads(outs, targets, present)
         with torch.no_grad():
             last = self.coefficients(outs.detach(), targets, present)
             if self.heads is not None:
-                last["head_loss"] = head_loss.detach()
-            self._modulate(last)
+                last["head_loss"] = head_loss
+            self._apply_coefficients(last)
             self._last = last
 
-    def _modulate(self, last: dict[str, Tensor]) -> None:
-        """Scale encoder gradients by ``last["coeff"]`` inside the window and record grad norms."""
+    def _apply_coefficients(self, last: dict[str, Tensor]) -> None:
+        """Apply ``last["coeff"]`` inside the window and record the gradient norms."""
         coeff = last["coeff"] if self.active else torch.ones_like(last["coeff"])
         last["coeff"] = coeff
         if self.track_stats:
             before = self._grad_norms()
         if self.active:
-            self._scale_gradients(coeff, self.noise_reference if self.noise else None)
+            self._modulate(coeff, self.noise_reference if self.noise else None)
         if self.track_stats:
             last["grad_norm_before"] = before
             if self.active and self.noise:
                 last["grad_norm_after"] = self._grad_norms()
+            elif self.modulate == "update":
+                last["grad_norm_after"] = before
             else:
                 last["grad_norm_after"] = before * coeff.to(before.dtype)

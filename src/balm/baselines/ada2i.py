@@ -4,12 +4,16 @@ modality weighting (AMW) of the encoders' gradients from the disparity ratio."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from .ogm_ge import OGMGE
+from balm.core import functional as BF
+from balm.core.rebalancer import _non_negative, _one_of, build_options
+
+from .ogm_ge import OGMGE, OGMGEOptions
 
 FEATURE_TARGETS = ("weights", "features")
 
@@ -69,8 +73,33 @@ class AFWLayer(nn.Module):
         return ys, torch.stack(losses).mean()
 
 
+@dataclass
+class AFWOptions:
+    """Options of :class:`AdaptiveFeatureWeighting`: the Khatri–Rao ``rank`` R, the offset ``beta``
+    of ``(A + β) ⊙ x``, ``n_layers`` stacked layers, ``dropout`` on their outputs and the target of
+    the mapping loss, ``feature_target`` (``"weights"``: A, ``"features"``: the weighted x')."""
+
+    rank: int = 11
+    beta: float = 1.0
+    n_layers: int = 1
+    dropout: float = 0.1
+    feature_target: str = "weights"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"rank must be a positive int, got {self.rank!r}")
+        if isinstance(self.n_layers, bool) or not isinstance(self.n_layers, int) or self.n_layers < 1:
+            raise ValueError(f"n_layers must be a positive int, got {self.n_layers!r}")
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta):
+            raise ValueError(f"beta must be a finite number, got {self.beta!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        _one_of("feature_target", self.feature_target, FEATURE_TARGETS)
+        self.beta, self.dropout = float(self.beta), float(self.dropout)
+
+
 class AdaptiveFeatureWeighting(nn.Module):
-    """Ada2I's AFW as an input module (the ``fcm`` slot): ``n_layers`` stacked :class:`AFWLayer`.
+    """Ada2I's AFW as an input module (the slot FCM takes in BALM): ``n_layers`` stacked :class:`AFWLayer`.
 
     ``forward(features, masks, valid)`` has FeatureCalibration's signature and shapes ((B, T, d_m)
     or (B, d_m)) and returns the weighted features, exactly zero where a modality is missing or at
@@ -82,15 +111,7 @@ class AdaptiveFeatureWeighting(nn.Module):
     inputs about 300-fold at initialisation (docs/baselines.md).
     """
 
-    def __init__(
-        self,
-        dims: Mapping[str, int],
-        rank: int = 11,
-        beta: float = 1.0,
-        n_layers: int = 1,
-        dropout: float = 0.1,
-        feature_target: str = "weights",
-    ):
+    def __init__(self, dims: Mapping[str, int], **options):
         super().__init__()
         dims = dict(dims)
         if len(dims) < 2:
@@ -98,18 +119,10 @@ class AdaptiveFeatureWeighting(nn.Module):
         for m, d in dims.items():
             if not isinstance(d, int) or isinstance(d, bool) or d < 1:
                 raise ValueError(f"dims[{m!r}] must be a positive int, got {d!r}")
-        if not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"rank must be a positive int, got {rank!r}")
-        if not isinstance(n_layers, int) or n_layers < 1:
-            raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
-        if not math.isfinite(beta):
-            raise ValueError(f"beta must be a finite number, got {beta!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if feature_target not in FEATURE_TARGETS:
-            raise ValueError(f"feature_target must be one of {FEATURE_TARGETS}, got {feature_target!r}")
+        self.options = build_options(AFWOptions, options, "AdaptiveFeatureWeighting")
+        o = self.options
         self.dims, self.modalities = dims, tuple(dims)
-        self.layers = nn.ModuleList(AFWLayer(dims, rank, float(beta), dropout, feature_target) for _ in range(n_layers))
+        self.layers = nn.ModuleList(AFWLayer(dims, o.rank, o.beta, o.dropout, o.feature_target) for _ in range(o.n_layers))
         self.feature_loss: Tensor | None = None
 
     def pop_feature_loss(self) -> Tensor | None:
@@ -123,38 +136,26 @@ class AdaptiveFeatureWeighting(nn.Module):
         masks: Mapping[str, Tensor] | None = None,
         valid: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        if set(features) != set(self.modalities):
-            raise ValueError(f"features must have exactly the modalities {list(self.modalities)}, got {list(features)}")
-        first = features[self.modalities[0]]
-        if first.dim() not in (2, 3):
-            raise ValueError(f"features[{self.modalities[0]!r}] must be (B, T, d) or (B, d), got shape {tuple(first.shape)}")
-        sequential = first.dim() == 3
-        lead = first.shape[:-1]
-        xs, es = [], []
-        for m in self.modalities:
-            x = features[m]
-            if x.shape[:-1] != lead or x.shape[-1] != self.dims[m]:
-                raise ValueError(f"features[{m!r}] must have shape {(*lead, self.dims[m])}, got {tuple(x.shape)}")
-            e = None if masks is None else masks.get(m)
-            if e is not None and e.shape != lead:
-                raise ValueError(f"masks[{m!r}] must have shape {tuple(lead)}, got {tuple(e.shape)}")
-            if valid is not None:
-                if valid.shape != lead:
-                    raise ValueError(f"valid must have shape {tuple(lead)}, got {tuple(valid.shape)}")
-                e = valid if e is None else (e & valid)
-            if e is None:
-                e = torch.ones(lead, dtype=torch.bool, device=x.device)
-            e = e.to(torch.bool)
-            if not sequential:
-                x, e = x.unsqueeze(1), e.unsqueeze(1)
-            xs.append(x)
-            es.append(e)
+        xs, es, sequential = BF.as_sequences(features, masks, valid, self.dims, "AdaptiveFeatureWeighting")
         total = None
         for layer in self.layers:
             xs, loss = layer(xs, es)
             total = loss if total is None else total + loss
         self.feature_loss = total if (self.training and torch.is_grad_enabled()) else None
         return {m: (x if sequential else x.squeeze(1)) for m, x in zip(self.modalities, xs)}
+
+
+@dataclass
+class Ada2IOptions(OGMGEOptions):
+    """Options of :class:`Ada2I`: OGM-GE's (with Ada2I's ``alpha`` default) plus
+    ``feature_weight``, the weight of AFW's mapping loss L_feature."""
+
+    alpha: float = 0.037
+    feature_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.feature_weight = _non_negative("feature_weight", self.feature_weight)
 
 
 class Ada2I(OGMGE):
@@ -168,6 +169,7 @@ class Ada2I(OGMGE):
     ``feature_weighting``'s last training forward (at every epoch, not only in the window).
     """
 
+    Options = Ada2IOptions
     method = "Ada2I"
     noise_reference = "after"
 
@@ -178,17 +180,12 @@ class Ada2I(OGMGE):
         fusion_head: nn.Linear,
         *,
         feature_weighting: AdaptiveFeatureWeighting | None = None,
-        feature_weight: float = 1.0,
-        alpha: float = 0.037,
         **kwargs,
     ):
-        super().__init__(encoders, embed_dims, fusion_head, alpha=alpha, **kwargs)
+        super().__init__(encoders, embed_dims, fusion_head, **kwargs)
         if feature_weighting is not None and not isinstance(feature_weighting, AdaptiveFeatureWeighting):
             raise TypeError(f"feature_weighting must be an AdaptiveFeatureWeighting, got {type(feature_weighting).__name__}")
-        if not (math.isfinite(feature_weight) and feature_weight >= 0):
-            raise ValueError(f"feature_weight must be a non-negative number, got {feature_weight!r}")
-        self.__dict__["_afw"] = feature_weighting  # a reference: the model owns it (fcm slot)
-        self.feature_weight = float(feature_weight)
+        self.__dict__["_afw"] = feature_weighting  # a reference: the model owns it (the input-module slot)
 
     def alignment_loss(self) -> Tensor:
         """``feature_weight · L_feature`` of the AFW's last training forward, or zero."""

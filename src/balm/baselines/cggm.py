@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from . import functional as BF
-from .baselines import BaselineRebalancer
+from balm.core import functional as BF
+from balm.core.rebalancer import Rebalancer, RebalancerOptions, _non_negative, _one_of, _positive, mlp_heads
 
 METRICS = ("accuracy", "loss")
 COEFFICIENT_MODES = ("guarded", "raw")
@@ -54,7 +54,31 @@ def direction_loss(balance: Tensor, cos: Tensor) -> Tensor:
     return (balance.abs() - balance * cos).mean()
 
 
-class CGGM(BaselineRebalancer):
+@dataclass
+class CGGMOptions(RebalancerOptions):
+    """Options of :class:`CGGM`: ``magnitude`` (CGGM's ρ, the strength of the magnitude
+    modulation; named apart from BALM's ρ), ``lam`` (λ of the direction loss), ``metric``
+    (``"accuracy"`` or ``"loss"``, see :func:`head_metric`), ``coefficients`` (``"guarded"`` or
+    ``"raw"``, see :func:`balancing_terms`) with ``eps`` its threshold."""
+
+    magnitude: float = 1.3
+    lam: float = 0.2
+    metric: str = "accuracy"
+    coefficients: str = "guarded"
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.magnitude = _positive("magnitude", self.magnitude)
+        self.lam = _non_negative("lam", self.lam)
+        if self.metric is None:
+            self.metric = "accuracy"
+        _one_of("metric", self.metric, METRICS)
+        _one_of("coefficients", self.coefficients, COEFFICIENT_MODES)
+        self.eps = _non_negative("eps", self.eps)
+
+
+class CGGM(Rebalancer):
     """Classifier-guided gradient modulation for any backbone and M ≥ 2 modalities.
 
     Per modality a classifier ``f^m(z) = W^m ReLU(W_1^m sg(z^m))`` (hidden width
@@ -65,12 +89,14 @@ class CGGM(BaselineRebalancer):
     - ``Δε^m_t = ε^m_t − ε^m_{t−1}`` across mini-batches, as in the official code (``ε_{−1} = 0``,
       i.e. ``Δε = ε`` at the first step; ``Δε = 0`` there for ``metric="loss"``),
     - ``B^m_t = (Σ_{m'} Δε^{m'}_t − Δε^m_t) / Σ_{m'} Δε^{m'}_t`` (:func:`balancing_terms`),
-    - every gradient of encoder m is multiplied by ``ρ B^m_t`` (magnitude modulation),
+    - every gradient of encoder m is multiplied by ``ρ B^m_t`` with ``ρ`` = ``magnitude``
+      (magnitude modulation; or its update, with ``modulate="update"``),
     - :meth:`alignment_loss` returns ``λ L_gm`` with
       ``L_gm = (1/M) Σ_m (|B^m_t| − B^m_t cos(vec W^m, vec W_pred))`` (direction modulation),
       used in step t+1's loss; its gradient reaches only ``W_pred``.
     """
 
+    Options = CGGMOptions
     method = "CGGM"
 
     def __init__(
@@ -81,44 +107,11 @@ class CGGM(BaselineRebalancer):
         *,
         task: str = "classification",
         num_classes: int | None = None,
-        rho: float = 1.3,
-        lam: float = 0.2,
-        metric: str | None = None,
-        coefficients: str = "guarded",
-        eps: float = 1e-5,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        start_epoch: int = 0,
-        end_epoch: int | None = None,
-        missing_aware: bool = True,
-        track_stats: bool = True,
+        **options,
     ):
-        super().__init__(
-            encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, lr=lr,
-            weight_decay=weight_decay, start_epoch=start_epoch, end_epoch=end_epoch,
-            missing_aware=missing_aware, track_stats=track_stats,
-        )
-        if not (math.isfinite(rho) and rho > 0):
-            raise ValueError(f"rho must be a positive number, got {rho!r}")
-        if not (math.isfinite(lam) and lam >= 0):
-            raise ValueError(f"lam must be a non-negative number, got {lam!r}")
-        metric = "accuracy" if metric is None else metric
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        if coefficients not in COEFFICIENT_MODES:
-            raise ValueError(f"coefficients must be one of {COEFFICIENT_MODES}, got {coefficients!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
-        self.rho, self.lam, self.metric = float(rho), float(lam), metric
-        self.coefficient_mode, self.eps = coefficients, float(eps)
+        super().__init__(encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, **options)
         w = fusion_head.weight
-        hidden = fusion_head.in_features
-        self.heads = nn.ModuleDict(
-            {
-                m: nn.Sequential(nn.Linear(self.embed_dims[m], hidden), nn.ReLU(), nn.Linear(hidden, self.out_features))
-                for m in self.modalities
-            }
-        ).to(device=w.device, dtype=w.dtype)
+        self.heads = mlp_heads(self.embed_dims, fusion_head.in_features, self.out_features, w)
         self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self._prev: Tensor | None = None  # ε_{t−1}
         self._has_prev: Tensor | None = None
@@ -158,17 +151,11 @@ class CGGM(BaselineRebalancer):
         masks[m]: (N,) bool. Heads and the metric history are updated at every step; the
         gradients are scaled and B stored for the direction loss only inside the window.
         """
-        self._check(embeddings, fused_output, targets, masks)
+        zs, present, targets = self._inputs(embeddings, fused_output, targets, masks)
         w = self._fusion_head.weight
-        zs = [embeddings[m].detach().to(w.dtype) for m in self.modalities]
-        present = self._present(masks, w.device)
-        targets = targets.detach().to(w.device)
         with torch.enable_grad():
             outs = torch.stack([self.heads[m](z) for m, z in zip(self.modalities, zs)])
-            head_loss, count = self._head_losses(outs, targets, present)
-            self.head_optimizer.zero_grad(set_to_none=True)
-            head_loss.sum().backward()
-            self.head_optimizer.step()
+            head_loss, count = self._train_heads(outs, targets, present)
         with torch.no_grad():
             eps_t, _ = head_metric(outs.detach(), targets, self.task, self.metric, present)
             eps_t = eps_t.to(torch.float32)
@@ -182,18 +169,19 @@ class CGGM(BaselineRebalancer):
             delta = torch.where(has, eps_t - prev, torch.zeros_like(eps_t))
             self._prev = torch.where(has, eps_t, self._prev)
             self._has_prev = self._has_prev | has
-            balance, clamped, fallback = balancing_terms(delta, self.coefficient_mode, self.eps)
-            coeff = self.rho * balance if self.active else torch.ones_like(balance)
+            balance, clamped, fallback = balancing_terms(delta, self.coefficients, self.eps)
+            coeff = self.magnitude * balance if self.active else torch.ones_like(balance)
             last = {"metric": eps_t, "delta": delta, "balance": balance, "coeff": coeff,
-                    "head_loss": head_loss.detach(), "n_present": count}
+                    "head_loss": head_loss, "n_present": count}
             if self.track_stats:
                 before = self._grad_norms()
             if self.active:
-                self._scale_gradients(coeff)
+                self._modulate(coeff)
                 self._balance = balance.detach()
             if self.track_stats:
                 last["grad_norm_before"] = before
-                last["grad_norm_after"] = before * coeff.to(before.dtype).abs()
+                scaled = self.active and self.modulate == "gradient"
+                last["grad_norm_after"] = before * coeff.to(before.dtype).abs() if scaled else before
                 last["cos"] = BF.cosine_to_fused(self._head_weights(), w.detach())
             flags = torch.stack([clamped, fallback]).to(torch.float32)
             last["clamped"] = flags[0].expand(len(self.modalities))

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
 from balm.backbones.late_fusion import LateFusion
-from balm.core.baselines import build_baseline
-from balm.core.cggm import CGGM, balancing_terms, direction_loss, head_metric
+from balm.methods import build_method
+from balm.baselines.cggm import CGGM, balancing_terms, direction_loss, head_metric
 from balm.data.batch import collate
 from balm.data.dataset import Split
 from tiny_rebalance import backward, make_setup
@@ -56,7 +56,7 @@ def test_direction_loss_by_hand():
 
 
 def test_history_and_coefficients_against_independent_computation():
-    model, rb, x, y, masks = setup(M=3, rho=1.4)
+    model, rb, x, y, masks = setup(M=3, magnitude=1.4)
     prev = np.zeros(3)
     for step in range(3):
         heads = copy.deepcopy(rb.heads)
@@ -92,7 +92,7 @@ def test_history_and_coefficients_against_independent_computation():
 @pytest.mark.parametrize("M", [2, 4])
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_encoder_grads_scaled_and_others_bit_identical(M, task):
-    model, rb, x, y, masks = setup(M=M, task=task, rho=1.3)
+    model, rb, x, y, masks = setup(M=M, task=task, magnitude=1.3)
     pred, z = backward(model, rb, x, y, task)
     before = {n: p.grad.clone() for n, p in model.named_parameters()}
     rb.rebalance_(z, pred.detach(), y, masks)
@@ -127,12 +127,19 @@ def test_direction_loss_reaches_only_the_fusion_weight():
 
 
 def test_heads_never_send_gradient_into_the_backbone():
-    model, rb, x, y, masks = setup(M=3)
-    model.zero_grad(set_to_none=True)
-    pred, z = model(x)
+    model, rb, x, y, masks = setup(M=3, start_epoch=5)  # outside the window: heads train, nothing is scaled
+    pred, z = backward(model, rb, x, y)
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
     rb.rebalance_(z, pred.detach(), y, masks)
-    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(p.grad, before[n]) for n, p in model.named_parameters())
     assert all(p.grad is not None for p in rb.heads.parameters())
+
+
+def test_rebalance_before_backward_raises():
+    model, rb, x, y, masks = setup(M=3)
+    pred, z = model(x)
+    with pytest.raises(RuntimeError, match="after loss.backward"):
+        rb.rebalance_(z, pred.detach(), y, masks)
 
 
 def test_window_and_first_step():
@@ -183,9 +190,9 @@ def test_training_with_late_fusion_decreases_the_loss(task):
     batch = make_batch(dims, task=task)
     out = 3 if task == "classification" else 1
     backbone = LateFusion(dims, out, hidden=16, embed_dim=8, fused_dim=8, dropout=0.0)
-    v = build_baseline("cggm", dims=dims, encoders=backbone.encoders, embed_dims=backbone.embed_dims,
-                       fusion_head=backbone.fusion_head, task=task, rho=1.3, lam=0.2, lr=1e-2)
-    assert v.fcm is None
+    v = build_method("cggm", dims=dims, encoders=backbone.encoders, embed_dims=backbone.embed_dims,
+                       fusion_head=backbone.fusion_head, task=task, magnitude=1.3, lam=0.2, lr=1e-2)
+    assert v.input_module is None
     opt = torch.optim.Adam(backbone.parameters(), lr=1e-2)
     y = batch.targets
     losses = []
