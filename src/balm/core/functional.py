@@ -28,6 +28,7 @@ __all__ = [
     "deltas",
     "coefficients",
     "history_delta",
+    "ema_delta",
     "cosine_to_fused",
     "spatial_loss",
     "grad_norms",
@@ -150,12 +151,44 @@ def history_delta(
     return delta, scale, torch.where(present, current, previous), has_previous | present
 
 
+def ema_delta(
+    current: Tensor,
+    present: Tensor,
+    state: tuple[Tensor, Tensor, Tensor, Tensor] | None,
+    beta: float,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Smoothed cross-iteration decrease ``Δ̂_t = EMA_β(KL_{t−1} − KL_t)``, bias-corrected.
+
+    Each modality's raw decrease ``KL_{t−1} − KL_t`` (Eq. 20, measured where the modality is in
+    both batches) enters ``a_t = β a_{t−1} + (1 − β)(KL_{t−1} − KL_t)``, and
+    ``Δ̂_t = a_t / (1 − β^n)`` with n the number of decreases seen (as Adam corrects its moments).
+    A modality absent from the batch keeps its estimate; one with no decrease yet has Δ̂ = 0.
+    ``β = 0`` gives the paper's Δ from the second sighting on. current, present: (M,);
+    state: the ``(previous, has_previous, a, n)`` returned by the last call, None at the first.
+    Returns ``(delta, scale, state')``, ``scale`` = Σ of the last seen discrepancies.
+    """
+    if state is None:
+        zeros = torch.zeros_like(current)
+        state = (zeros, torch.zeros_like(present), zeros, zeros)
+    previous, has_previous, avg, n = state
+    update = present & has_previous
+    avg = torch.where(update, beta * avg + (1.0 - beta) * (previous - current), avg)
+    n = n + update.to(n.dtype)
+    correction = 1.0 - torch.pow(torch.full_like(n, beta), n)
+    delta = torch.where(n > 0, avg / torch.where(n > 0, correction, torch.ones_like(n)), torch.zeros_like(avg))
+    previous = torch.where(present, current, previous)
+    has_previous = has_previous | present
+    scale = torch.where(has_previous, previous, torch.zeros_like(previous)).sum()
+    return delta, scale, (previous, has_previous, avg, n)
+
+
 def coefficients(
     delta: Tensor,
     rho: float,
     mode: str = "guarded",
     eps: float = 1e-5,
     scale: Tensor | float | None = None,
+    floor: float = 0.2,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Modulation coefficients ``μ^m = ρ · Σ_{m'≠m} Δ^{m'} / Σ_{m'} Δ^{m'}`` (Eq. 21).
 
@@ -171,6 +204,12 @@ def coefficients(
     If ``ΣΔ⁺ ≤ eps · scale`` (no measurable progress relative to the KL's own magnitude ``scale``,
     default ``Σ|Δ|``) there is no evidence of imbalance and ``μ^m = ρ (M−1)/M`` for every m, the
     value the formula gives when all Δ are equal.
+
+    ``mode="floored"``: the guarded rule, and on a step where some modality made no progress
+    (some Δ ≤ 0) while another did, ``μ^m ← max(μ^m, floor · ρ)``. With two modalities the guarded
+    rule gives ``μ^a = ρ Δ⁺_b / (Δ⁺_a + Δ⁺_b) = 0`` whenever ``Δ_b ≤ 0``, stopping encoder a; the
+    floor keeps it learning. Identical to the paper's formula whenever every Δ > 0 (the floor then
+    never applies); the price is a jump at ``Δ_b = 0``, where the formula itself tends to 0.
     """
     if delta.dim() != 1 or delta.shape[0] < 2:
         raise ValueError(f"delta must have shape (M,) with M >= 2, got {tuple(delta.shape)}")
@@ -186,10 +225,13 @@ def coefficients(
         total = delta.sum()
         mu = rho * (total - delta) / (total + RAW_EPS)
         return mu, clamped, fallback
-    if mode != "guarded":
-        raise ValueError(f"coefficients mode must be 'guarded' or 'raw', got {mode!r}")
+    if mode not in ("guarded", "floored"):
+        raise ValueError(f"coefficients mode must be 'guarded', 'floored' or 'raw', got {mode!r}")
     safe_total = torch.where(fallback, torch.ones_like(total_pos), total_pos)
     mu = rho * (total_pos - positive) / safe_total
+    if mode == "floored":
+        stalled = (delta <= 0).any() & ~fallback
+        mu = torch.where(stalled, mu.clamp_min(floor * rho), mu)
     uniform = torch.full_like(mu, rho * (m - 1) / m)
     return torch.where(fallback, uniform, mu), clamped & ~fallback, fallback
 

@@ -13,9 +13,9 @@ from . import functional as BF
 from .rebalancer import Rebalancer, RebalancerOptions, _non_negative, _one_of, _positive, mlp_heads
 
 DISTRIBUTIONS = ("kl", "mse", None)
-COEFFICIENT_MODES = ("guarded", "raw")
-DELTA_MODES = ("same-batch", "history")
-STAT_KEYS = ("kl", "delta", "mu", "head_loss", "n_present", "cos", "grad_norm_before", "grad_norm_after")
+COEFFICIENT_MODES = ("guarded", "raw", "floored")
+DELTA_MODES = ("same-batch", "history", "ema")
+STAT_KEYS = ("kl", "delta", "mu", "head_loss", "n_present", "cos", "grad_norm_before", "grad_norm_after", "mu_std")
 
 
 @dataclass
@@ -25,10 +25,11 @@ class GRMOptions(RebalancerOptions):
     ``rho``: modulation intensity ρ (Eq. 21); ``tau``: weight τ of the spatial loss (Eq. 26);
     ``distribution``: the discrepancy, ``"kl"`` (Eq. 19), ``"mse"`` (BALM-M) or None (no μ);
     ``spatial``: the spatial alignment loss; ``noise``: Gaussian noise with the gradient's std on
-    modulated gradients (OGM-GE's GE); ``coefficients``: ``"guarded"`` or ``"raw"``
-    (:func:`balm.core.functional.coefficients`), with ``eps`` its threshold; ``delta_mode``: how Δ
-    is measured (class docstring); ``scale_gradients``: apply μ to the encoders (None = whenever a
-    distribution is given; False = BALM-S).
+    modulated gradients (OGM-GE's GE); ``coefficients``: ``"guarded"``, ``"floored"`` or ``"raw"``
+    (:func:`balm.core.functional.coefficients`), with ``eps`` its threshold and ``mu_floor`` the
+    floor of ``"floored"`` (a fraction of ρ); ``delta_mode``: how Δ is measured (class docstring),
+    with ``delta_beta`` the smoothing of ``"ema"``; ``scale_gradients``: apply μ to the encoders
+    (None = whenever a distribution is given; False = BALM-S).
     """
 
     rho: float = 1.2
@@ -39,6 +40,8 @@ class GRMOptions(RebalancerOptions):
     coefficients: str = "guarded"
     eps: float = 1e-5
     delta_mode: str = "same-batch"
+    delta_beta: float = 0.9
+    mu_floor: float = 0.2
     scale_gradients: bool | None = None
 
     def __post_init__(self) -> None:
@@ -49,6 +52,12 @@ class GRMOptions(RebalancerOptions):
         self.rho = _positive("rho", self.rho)
         self.tau = _non_negative("tau", self.tau)
         self.eps = _non_negative("eps", self.eps)
+        self.delta_beta = _non_negative("delta_beta", self.delta_beta)
+        if self.delta_beta >= 1:
+            raise ValueError(f"delta_beta must lie in [0, 1), got {self.delta_beta!r}")
+        self.mu_floor = _non_negative("mu_floor", self.mu_floor)
+        if self.mu_floor > 1:
+            raise ValueError(f"mu_floor is a fraction of rho and must lie in [0, 1], got {self.mu_floor!r}")
         self.spatial, self.noise = bool(self.spatial), bool(self.noise)
         if self.scale_gradients is None:
             self.scale_gradients = self.distribution is not None
@@ -83,7 +92,8 @@ class GradientRebalancer(Rebalancer):
     Options (:class:`GRMOptions`) beyond the paper: ``missing_aware`` (heads and discrepancies only
     see utterances where the modality is present), ``delta_mode`` (``"same-batch"``: Δ^m is the
     decrease of the discrepancy on the current batch produced by this step's head update;
-    ``"history"``: the public code's ``KL_{t−1} − KL_t`` across mini-batches), ``scale_gradients``
+    ``"history"``: the public code's ``KL_{t−1} − KL_t`` across mini-batches; ``"ema"``: that
+    decrease smoothed over steps, :func:`balm.core.functional.ema_delta`), ``scale_gradients``
     (False: coefficients are estimated and weight the spatial term but no encoder is scaled,
     BALM-S), ``track_stats`` (cosines and gradient norms for the logs). ``noise`` accompanies the
     scaling: with ``scale_gradients=False`` no gradient is touched and no noise is added.
@@ -109,6 +119,8 @@ class GradientRebalancer(Rebalancer):
         self._mu_bar: Tensor | None = None
         self._kl_prev: Tensor | None = None
         self._has_prev: Tensor | None = None
+        self._ema_state: tuple | None = None
+        self._mu_moments: Tensor | None = None  # Σμ, Σμ² per modality since construction
         self._counts: Tensor | None = None  # steps, clamped_steps, degenerate_steps
         self._flags: Tensor | None = None  # clamped, fallback of the last step
 
@@ -121,9 +133,11 @@ class GradientRebalancer(Rebalancer):
         self.reset_history()
 
     def reset_history(self) -> None:
-        """Forget ``KL_{t−1}`` (``delta_mode="history"``): the next step uses ``Δ = KL``."""
+        """Forget ``KL_{t−1}`` (``delta_mode="history"``: the next step uses ``Δ = KL``) and the
+        smoothed decrease of ``"ema"``."""
         self._kl_prev = None
         self._has_prev = None
+        self._ema_state = None
 
     # ------------------------------------------------------------------ report
     @property
@@ -133,7 +147,8 @@ class GradientRebalancer(Rebalancer):
         Per modality: ``kl`` (the discrepancy KL_t, or the MSE for BALM-M; in ``same-batch`` mode
         measured after the head step), ``delta``, ``mu``, ``head_loss``, ``n_present`` and, with
         ``track_stats``, ``cos`` (cosine of W_2^m and W_pred after the step), ``grad_norm_before`` /
-        ``grad_norm_after`` (L2 norm of encoder m's gradient before / after scaling).
+        ``grad_norm_after`` (L2 norm of encoder m's gradient before / after scaling), ``mu_std``
+        (standard deviation of μ^m over every step since construction: its step-to-step jitter).
         ``stats["guard"]``: ``clamped`` / ``fallback`` (0 or 1, last step) and the counters
         ``steps``, ``clamped_steps``, ``degenerate_steps`` since construction.
         Empty before the first rebalance.
@@ -186,6 +201,9 @@ class GradientRebalancer(Rebalancer):
             disc = self._discrepancy(fused_log, self._stacked_heads(zs), present)
             zero = torch.zeros_like(before)
             return disc, torch.where(has, before - disc, zero), torch.where(has, before, zero).sum()
+        if self.delta_mode == "ema":
+            delta, scale, self._ema_state = BF.ema_delta(before, has, self._ema_state, self.delta_beta)
+            return before, delta, scale
         delta, scale, self._kl_prev, self._has_prev = BF.history_delta(before, has, self._kl_prev, self._has_prev)
         return before, delta, scale
 
@@ -219,7 +237,8 @@ class GradientRebalancer(Rebalancer):
                 clamped = fallback = torch.zeros((), dtype=torch.bool, device=w.device)
             else:
                 disc, delta, scale = self._deltas(zs, outs, fused_output, counts, present)
-                mu, clamped, fallback = BF.coefficients(delta, self.rho, self.coefficients, self.eps, scale)
+                mu, clamped, fallback = BF.coefficients(delta, self.rho, self.coefficients, self.eps, scale,
+                                                        self.mu_floor)
 
             last = {"kl": disc, "delta": delta, "mu": mu, "head_loss": head_loss, "n_present": counts}
             if self.track_stats:
@@ -235,6 +254,12 @@ class GradientRebalancer(Rebalancer):
                     last["grad_norm_after"] = norms_before * mu.to(norms_before.dtype).abs()
                 else:
                     last["grad_norm_after"] = norms_before
+            moments = torch.stack([mu, mu * mu]).to(torch.float64)
+            self._mu_moments = moments if self._mu_moments is None else self._mu_moments + moments
+            if self.track_stats:
+                steps = (self._counts[0] + 1) if self._counts is not None else moments.new_ones(())
+                mean = self._mu_moments[0] / steps
+                last["mu_std"] = (self._mu_moments[1] / steps - mean * mean).clamp_min(0).sqrt()
             self._mu_bar = (mu / self.rho).detach()
             flags = torch.stack([clamped, fallback]).to(torch.float64)
             if self._counts is None:

@@ -25,7 +25,7 @@ import yaml
 MODALITY_LETTERS = {"A": "audio", "V": "visual", "L": "text", "T": "text"}
 LOSSES = ("auto", "nll", "ce", "focal", "mse")
 CLASS_WEIGHTS = ("none", "balanced", "inverse")
-COEFFICIENTS = ("guarded", "raw")
+COEFFICIENTS = ("guarded", "raw", "floored")
 # variants without a gradient-rebalancing part, the only ones that make sense on one modality
 SINGLE_MODALITY_VARIANTS = ("none", "fcm-only")
 
@@ -302,10 +302,10 @@ class Config:
                             "as dev split when the dataset has none", 0.1, "float")
     noise: bool = _opt(_bool, "add Gaussian noise with the gradient's std to modulated gradients (OGM-GE style)", False, "bool")
     missing_aware: bool = _opt(_bool, "unimodal heads and KL use only utterances where the modality is present", True, "bool")
-    coefficients: str = _opt(_choice(COEFFICIENTS, "coefficient rule"), "guarded: handle ΣΔ ≈ 0 or < 0 explicitly; raw: the public code's formula", "guarded", "str")
-    delta_mode: str = _opt(_choice(("same-batch", "history"), "delta mode"), "Δ^m: same-batch (decrease of the "
-                           "discrepancy on the current batch by this step's head update) or history (KL_{t-1} - KL_t "
-                           "across batches, the public code's)", "same-batch", "str")
+    coefficients: str = _opt(_choice(COEFFICIENTS, "coefficient rule"), "guarded: handle ΣΔ ≈ 0 or < 0 explicitly; floored: guarded, and μ >= mu_floor·ρ on steps where some Δ <= 0; raw: the public code's formula", "guarded", "str")
+    delta_mode: str = _opt(_choice(("same-batch", "history", "ema"), "delta mode"), "Δ^m: same-batch (decrease of the "
+                           "discrepancy on the current batch by this step's head update), history (KL_{t-1} - KL_t "
+                           "across batches, the public code's) or ema (that decrease smoothed, delta_beta)", "same-batch", "str")
     modulation_start: int = _opt(_int(0), "first epoch (0-based) with gradient modulation", 0, "int")
     modulation_end: Any = _opt(_int(1, optional=True), "epoch at which modulation stops (exclusive); null = never", None, "int | null")
     device: str = _opt(_device, "auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps", "auto", "str")
