@@ -25,9 +25,9 @@ class Constant(Rebalancer):
     method = "constant"
 
     def rebalance_(self, embeddings, fused_output, targets, masks=None):
-        self._inputs(embeddings, fused_output, targets, masks)
+        self.prepare(embeddings, fused_output, targets, masks)
         coeff = torch.full((len(self.modalities),), self.value)
-        self._modulate(coeff)
+        self.scale_(coeff)
         self._last = {"coeff": coeff}
 
 

@@ -151,7 +151,7 @@ class CGGM(Rebalancer):
         masks[m]: (N,) bool. Heads and the metric history are updated at every step; the
         gradients are scaled and B stored for the direction loss only inside the window.
         """
-        zs, present, targets = self._inputs(embeddings, fused_output, targets, masks)
+        zs, present, targets = self.prepare(embeddings, fused_output, targets, masks)
         w = self._fusion_head.weight
         with torch.enable_grad():
             outs = torch.stack([self.heads[m](z) for m, z in zip(self.modalities, zs)])
@@ -174,9 +174,9 @@ class CGGM(Rebalancer):
             last = {"metric": eps_t, "delta": delta, "balance": balance, "coeff": coeff,
                     "head_loss": head_loss, "n_present": count}
             if self.track_stats:
-                before = self._grad_norms()
+                before = self.grad_norms()
             if self.active:
-                self._modulate(coeff)
+                self.scale_(coeff)
                 self._balance = balance.detach()
             if self.track_stats:
                 last["grad_norm_before"] = before

@@ -169,7 +169,7 @@ class OGMGE(Rebalancer):
         Trains the heads one step (at every step, also outside the window, so that they are ready
         when it opens) and, inside the window, applies ``k^m`` to encoder m.
         """
-        zs, present, targets = self._inputs(embeddings, fused_output, targets, masks)
+        zs, present, targets = self.prepare(embeddings, fused_output, targets, masks)
         with torch.enable_grad():
             outs = self._unimodal_outputs(zs)
             if self.heads is not None:
@@ -186,13 +186,13 @@ class OGMGE(Rebalancer):
         coeff = last["coeff"] if self.active else torch.ones_like(last["coeff"])
         last["coeff"] = coeff
         if self.track_stats:
-            before = self._grad_norms()
+            before = self.grad_norms()
         if self.active:
-            self._modulate(coeff, self.noise_reference if self.noise else None)
+            self.scale_(coeff, self.noise_reference if self.noise else None)
         if self.track_stats:
             last["grad_norm_before"] = before
             if self.active and self.noise:
-                last["grad_norm_after"] = self._grad_norms()
+                last["grad_norm_after"] = self.grad_norms()
             elif self.modulate == "update":
                 last["grad_norm_after"] = before
             else:

@@ -223,7 +223,7 @@ class GradientRebalancer(Rebalancer):
         """
         if not self.active:
             return
-        zs, present, targets = self._inputs(embeddings, fused_output, targets, masks)
+        zs, present, targets = self.prepare(embeddings, fused_output, targets, masks)
         w = self._fusion_head.weight
         with torch.enable_grad():
             outs = self._stacked_heads(zs)
@@ -242,14 +242,14 @@ class GradientRebalancer(Rebalancer):
 
             last = {"kl": disc, "delta": delta, "mu": mu, "head_loss": head_loss, "n_present": counts}
             if self.track_stats:
-                norms_before = self._grad_norms()
+                norms_before = self.grad_norms()
             if self.scale_gradients:
-                self._modulate(mu, "before" if self.noise else None)
+                self.scale_(mu, "before" if self.noise else None)
             if self.track_stats:
                 last["cos"] = BF.cosine_to_fused(self._head_out_weights(), w.detach())
                 last["grad_norm_before"] = norms_before
                 if self.scale_gradients and self.noise:
-                    last["grad_norm_after"] = self._grad_norms()
+                    last["grad_norm_after"] = self.grad_norms()
                 elif self.scale_gradients and self.modulate == "gradient":
                     last["grad_norm_after"] = norms_before * mu.to(norms_before.dtype).abs()
                 else:

@@ -16,7 +16,7 @@ for every method::
 
 A method subclasses :class:`Rebalancer`, declares its options as a dataclass subclassing
 :class:`RebalancerOptions` (``Options``), and implements :meth:`Rebalancer.rebalance_` (usually
-:meth:`~Rebalancer._inputs`, a head step, the coefficients, then :meth:`~Rebalancer._modulate`).
+:meth:`~Rebalancer.prepare`, a head step, the coefficients, then :meth:`~Rebalancer.scale_`).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ class Rebalancer(nn.Module):
                     torch._foreach_add_(news, old)
         return result
 
-    # ------------------------------------------------------------------ helpers for subclasses
+    # ------------------------------------------------------------------ the API of subclasses
     def _check(self, embeddings, fused_output: Tensor, targets: Tensor, masks) -> int:
         if set(embeddings) != set(self.modalities):
             raise ValueError(f"embeddings must have exactly the modalities {list(self.modalities)}, got {list(embeddings)}")
@@ -259,7 +259,7 @@ class Rebalancer(nn.Module):
             )
         return n
 
-    def _inputs(self, embeddings, fused_output: Tensor, targets: Tensor, masks) -> tuple[list[Tensor], Tensor | None, Tensor]:
+    def prepare(self, embeddings, fused_output: Tensor, targets: Tensor, masks) -> tuple[list[Tensor], Tensor | None, Tensor]:
         """Checked inputs: detached z^m in modality order (the fusion head's dtype), the (M, N) bool
         availability (None without masks or missing-awareness) and the detached targets."""
         self._check(embeddings, fused_output, targets, masks)
@@ -293,11 +293,11 @@ class Rebalancer(nn.Module):
     def _grads(self, m: str) -> list[Tensor]:
         return [p.grad for p in self._params[m] if p.grad is not None]
 
-    def _grad_norms(self) -> Tensor:
+    def grad_norms(self) -> Tensor:
         """L2 norm of each encoder's whole gradient, (M,) float64."""
         return BF.grad_norms([self._grads(m) for m in self.modalities], self._fusion_head.weight.device)
 
-    def _modulate(self, coeff: Tensor, noise: str | None = None) -> None:
+    def scale_(self, coeff: Tensor, noise: str | None = None) -> None:
         """Apply ``coeff`` (M,) to the encoders: scale their gradients now (``modulate="gradient"``),
         or keep it for :meth:`step` (``"update"``). ``noise`` (``"before"`` / ``"after"``) adds
         ``N(0, (std + 1e-8)²)`` to each gradient, with the std of the unscaled (before) or scaled
