@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from balm.experiments.config import Config, ConfigError, load_config, parse_set, resolve_modalities
+from balm.experiments.config import Config, ConfigError, load_config, parse_set
+from balm.experiments.prepare import resolve_modalities
 from balm.experiments.sweep import NAMED_SETS, expand
 from exp_helpers import base_config, write_yaml
 
@@ -76,9 +77,10 @@ def test_rates_count_and_names_checked_against_dataset():
     with pytest.raises(ConfigError, match="unknown modality 'vision'"):
         resolve_modalities(cfg, mods)
     cfg = Config.from_dict({"data": "x", "rates": {"visual": 0.3, "audio": 0.1, "text": 0.2}, "modalities": "LA"})
-    assert resolve_modalities(cfg, mods) == (("audio", "text"), [0.1, 0.2, 0.3])
+    resolved = resolve_modalities(cfg, mods)
+    assert resolved.modalities == ("audio", "text") and resolved.rates == (0.1, 0.2, 0.3)
     cfg = Config.from_dict({"data": "x", "rates": 0.4})
-    assert resolve_modalities(cfg, mods)[1] == [0.4, 0.4, 0.4]
+    assert resolve_modalities(cfg, mods).rates == (0.4, 0.4, 0.4)
 
 
 @pytest.mark.parametrize("key, value, listed", [("backbone", "mmgnc", "mmgcn"), ("variant", "bal", "balm-d"),
@@ -132,7 +134,7 @@ def test_rebalancing_variants_need_two_modalities():
     cfg = Config.from_dict({"data": "x", "variant": "balm", "modalities": "L"})
     with pytest.raises(ConfigError, match=r"key 'modalities'.*needs at least 2.*fcm-only"):
         resolve_modalities(cfg, ("audio", "text", "visual"))
-    assert resolve_modalities(cfg.replace(variant="fcm-only"), ("audio", "text", "visual"))[0] == ("text",)
+    assert resolve_modalities(cfg.replace(variant="fcm-only"), ("audio", "text", "visual")).modalities == ("text",)
 
 
 def test_variant_options_are_checked_before_any_work():

@@ -9,15 +9,11 @@ import torch.nn.functional as F
 
 from balm.experiments import metrics as MX
 from balm.experiments.config import Config
-from balm.experiments.trainer import (
-    class_weight_tensor,
-    evaluate_split,
-    load_checkpoint,
-    make_loss,
-    predict,
-    prepare_data,
-    train,
-)
+from balm.experiments.evaluation import evaluate_split, predict
+from balm.experiments.losses import class_weight_tensor, make_loss
+from balm.experiments.model import build_model, load_checkpoint, model_meta
+from balm.experiments.prepare import prepare_data
+from balm.experiments.trainer import train
 from exp_helpers import base_config
 
 
@@ -191,8 +187,6 @@ def test_test_rates_mask_only_the_test_split(tiny_data):
 
 @pytest.mark.parametrize("variant, options, stat", [("ogm-ge", {"alpha": 0.3}, "alpha"), ("cggm", {"lam": 0.5}, "lam")])
 def test_baselines_train_with_their_own_options(tmp_path, tiny_data, variant, options, stat):
-    from balm.experiments.trainer import build_model, model_meta
-
     cfg = Config.from_dict(base_config(tiny_data, variant=variant, variant_options=options, epochs=1))
     _, rebalancer = build_model(cfg, model_meta(prepare_data(cfg)), torch.device("cpu"))
     assert getattr(rebalancer, stat) == next(iter(options.values()))
