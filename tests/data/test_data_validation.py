@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from balm.data.errors import DataError
-from balm.data.validation import check_rates, validate_dataset
+from balm.data.validation import validate_dataset
 from data_builders import tiny_dataset
 
 
@@ -72,10 +72,3 @@ def test_refusals_name_source_and_field(kind, field, words):
         validate_dataset(_bad(kind), source="data.bin")
     msg = str(err.value)
     assert msg.startswith("data.bin: ") and repr(field) in msg and words in msg, msg
-
-
-def test_check_rates():
-    assert check_rates([0, 0.5, 0.99], 3) == (0.0, 0.5, 0.99)
-    for bad in ([0.1, 0.2], [0.1, 0.2, 1.0], [0.1, float("nan"), 0.2]):
-        with pytest.raises(DataError, match="'rates'"):
-            check_rates(bad, 3)

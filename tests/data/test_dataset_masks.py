@@ -29,12 +29,14 @@ def test_per_split_masks_use_independent_derived_seeds():
     assert all(sp.mask is None for sp in ds)
 
 
-@pytest.mark.parametrize("rates, words", [((0.5, 0.5), "expected 3 missing rates"), ((0.5, 1.0, 0.1), "[0, 1)"),
-                                          ((0.5, -0.1, 0.1), "[0, 1)"), (("a", 0, 0), "expected 3 numbers")])
-def test_bad_rates(rates, words):
+@pytest.mark.parametrize("rates, field, words", [((0.5, 0.5), "rates", "expected 3 missing rates"),
+                                                 ((0.5, 1.0, 0.1), "rates[1]", "[0, 1)"),
+                                                 ((0.5, -0.1, 0.1), "rates[1]", "[0, 1)"),
+                                                 (("a", 0, 0), "rates[0]", "expected a missing rate")])
+def test_bad_rates(rates, field, words):
     with pytest.raises(DataError) as err:
         dm.apply_masks(tiny_dataset(), rates, seed=0)
-    assert "'rates'" in str(err.value) and words in str(err.value)
+    assert f"field {field!r}" in str(err.value) and words in str(err.value)
 
 
 def test_cache_reuses_the_same_masks(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from balm.experiments.config import Config, ConfigError, load_config, parse_set, resolve_modalities
+from balm.experiments.config import Config, ConfigError, load_config, parse_set
 from balm.experiments.sweep import NAMED_SETS, expand
 from exp_helpers import base_config, write_yaml
 
@@ -67,20 +67,6 @@ def test_rates_out_of_range(rates, key):
         Config.from_dict({"data": "synthetic:iemocap", "rates": rates})
 
 
-def test_rates_count_and_names_checked_against_dataset():
-    mods = ("audio", "text", "visual")
-    cfg = Config.from_dict({"data": "x", "rates": [0.1, 0.2]})
-    with pytest.raises(ConfigError, match=r"key 'rates'.*expected 3 missing rates"):
-        resolve_modalities(cfg, mods)
-    cfg = Config.from_dict({"data": "x", "rates": {"audio": 0.1, "text": 0.2, "vision": 0.3}})
-    with pytest.raises(ConfigError, match="unknown modality 'vision'"):
-        resolve_modalities(cfg, mods)
-    cfg = Config.from_dict({"data": "x", "rates": {"visual": 0.3, "audio": 0.1, "text": 0.2}, "modalities": "LA"})
-    assert resolve_modalities(cfg, mods) == (("audio", "text"), [0.1, 0.2, 0.3])
-    cfg = Config.from_dict({"data": "x", "rates": 0.4})
-    assert resolve_modalities(cfg, mods)[1] == [0.4, 0.4, 0.4]
-
-
 @pytest.mark.parametrize("key, value, listed", [("backbone", "mmgnc", "mmgcn"), ("variant", "bal", "balm-d"),
                                                 ("loss", "focus", "focal"), ("mask_strategy", "papper", "exact")])
 def test_unknown_names_list_valid_ones(key, value, listed):
@@ -126,13 +112,6 @@ def test_sweep_errors_name_the_axis():
         expand({**base_config("d"), "sweep": {"tua": [0.1]}})
     with pytest.raises(ConfigError, match=r"key 'rho'.*run rho=-1"):
         expand({**base_config("d"), "sweep": {"rho": [1.2, -1]}})
-
-
-def test_rebalancing_variants_need_two_modalities():
-    cfg = Config.from_dict({"data": "x", "variant": "balm", "modalities": "L"})
-    with pytest.raises(ConfigError, match=r"key 'modalities'.*needs at least 2.*fcm-only"):
-        resolve_modalities(cfg, ("audio", "text", "visual"))
-    assert resolve_modalities(cfg.replace(variant="fcm-only"), ("audio", "text", "visual"))[0] == ("text",)
 
 
 def test_variant_options_are_checked_before_any_work():

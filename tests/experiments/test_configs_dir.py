@@ -32,7 +32,7 @@ def test_config_file_is_valid(path):
         cfg = load_config(path)
         cfgs = [cfg]
         if cfg.data.startswith("synthetic:"):
-            from balm.experiments.trainer import check_config
+            from balm.experiments.prepare import check_config
 
             check_config(cfg)
     if path.relative_to(CONFIGS).parts[0] == "study":  # docs/study.md: several backbones in one sweep

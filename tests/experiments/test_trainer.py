@@ -1,35 +1,22 @@
-"""The trainer: determinism, model selection, outputs, checkpoint round trip, losses, regression."""
+"""The training loop: determinism, model selection, outputs, modality subsets, early stopping, regression."""
 
 import json
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from balm.experiments import metrics as MX
 from balm.experiments.config import Config
-from balm.experiments.trainer import (
-    class_weight_tensor,
-    evaluate_split,
-    load_checkpoint,
-    make_loss,
-    predict,
-    prepare_data,
-    train,
-)
+from balm.experiments.evaluation import predict
+from balm.experiments.model import load_checkpoint
+from balm.experiments.prepare import prepare_data
+from balm.experiments.trainer import train
 from exp_helpers import base_config
 
 
 def _read_stats(path):
     return [json.loads(line) for line in open(path, encoding="utf-8")]
-
-
-@pytest.fixture(scope="module")
-def balm_run(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg = Config.from_dict(base_config(tiny_data, variant="balm", epochs=3, seed=3))
-    return cfg, out, train(cfg, out, quiet=True)
 
 
 def test_same_seed_same_numbers_other_seed_differs(tiny_data, tmp_path, balm_run):
@@ -93,17 +80,6 @@ def test_result_schema_and_files(balm_run):
         assert missing.any() and np.all(sample[f"input_{m}"][missing] == 0)
 
 
-def test_checkpoint_reloads_and_reproduces_test_metrics(balm_run):
-    cfg, out, res = balm_run
-    payload = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert payload["config"] == cfg.to_dict()
-    model = load_checkpoint(out / "checkpoint.pt")
-    data = prepare_data(model.config)
-    again = evaluate_split(model, data.dataset["test"], model.meta, 8, torch.device("cpu"))
-    assert again["acc"] == res["test"]["acc"] and again["wf1"] == res["test"]["wf1"]
-    assert again["report"] == res["test"]["report"]
-
-
 def test_tensorboard_events_written(tiny_data, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -137,32 +113,6 @@ def test_early_stopping_stops(tiny_data, tmp_path):
     assert res["epochs_run"] == min(stop + 1, 12) and res["stopped_early"] == (res["epochs_run"] < 12)
 
 
-def test_losses_match_hand_computation():
-    torch.manual_seed(0)
-    logits, y = torch.randn(7, 4), torch.tensor([0, 1, 2, 3, 1, 1, 0])
-    w = torch.tensor([1.0, 2.0, 0.5, 3.0])
-    cfg = Config.from_dict({"data": "x", "loss": "focal", "focal_gamma": 2.0})
-    p = F.softmax(logits, -1)[torch.arange(7), y]
-    want = (-(w[y]) * (1 - p) ** 2 * p.log()).mean()
-    assert make_loss(cfg, "classification", w)(logits, y).item() == pytest.approx(want.item(), rel=1e-6)
-    ce = make_loss(Config.from_dict({"data": "x", "loss": "nll"}), "classification", w)(logits, y)
-    assert ce.item() == pytest.approx(((-(p.log()) * w[y]).sum() / w[y].sum()).item(), rel=1e-6)
-    s, t = torch.randn(5), torch.randn(5)
-    assert make_loss(Config.from_dict({"data": "x"}), "regression", None)(s, t).item() == pytest.approx(((s - t) ** 2).mean().item())
-
-
-def test_class_weights(tiny_data):
-    from balm.data import load
-
-    train_split = load(tiny_data)["train"]
-    counts = np.bincount(train_split.labels, minlength=6).astype(float)
-    n = counts.sum()
-    bal = class_weight_tensor(Config.from_dict({"data": "x", "class_weights": "balanced"}), train_split, 6).numpy()
-    inv = class_weight_tensor(Config.from_dict({"data": "x", "class_weights": "inverse"}), train_split, 6).numpy()
-    np.testing.assert_allclose(bal, np.where(counts > 0, n / (6 * np.maximum(counts, 1)), 0), rtol=1e-6)
-    np.testing.assert_allclose(inv, np.where(counts > 0, n / np.maximum(counts, 1), 0), rtol=1e-6)
-
-
 def test_regression_binary_protocol(tiny_regression, tmp_path):
     cfg = Config.from_dict(base_config(tiny_regression, variant="balm", epochs=2, batch_size=8))
     res = train(cfg, tmp_path, quiet=True)
@@ -176,25 +126,3 @@ def test_regression_binary_protocol(tiny_regression, tmp_path):
     assert res["test"]["acc"] == pytest.approx(MX.accuracy(t, p))
     assert res["test"]["wf1"] == pytest.approx(MX.weighted_f1(t, p, 2))
     assert res["task"] == "regression"
-
-
-def test_test_rates_mask_only_the_test_split(tiny_data):
-    cfg = Config.from_dict(base_config(tiny_data, rates=[0.5, 0.7, 0.3], test_rates=0.0))
-    data = prepare_data(cfg)
-    assert data.realised["test"] == {"audio": 0.0, "text": 0.0, "visual": 0.0}
-    assert data.dataset["test"].mask.all()
-    plain = prepare_data(cfg.replace(test_rates=None))
-    assert data.realised["train"] == plain.realised["train"] and data.realised["dev"] == plain.realised["dev"]
-    np.testing.assert_array_equal(data.dataset["train"].mask, plain.dataset["train"].mask)
-    assert plain.realised["test"]["text"] > 0.6
-
-
-@pytest.mark.parametrize("variant, options, stat", [("ogm-ge", {"alpha": 0.3}, "alpha"), ("cggm", {"lam": 0.5}, "lam")])
-def test_baselines_train_with_their_own_options(tmp_path, tiny_data, variant, options, stat):
-    from balm.experiments.trainer import build_model, model_meta
-
-    cfg = Config.from_dict(base_config(tiny_data, variant=variant, variant_options=options, epochs=1))
-    _, rebalancer = build_model(cfg, model_meta(prepare_data(cfg)), torch.device("cpu"))
-    assert getattr(rebalancer, stat) == next(iter(options.values()))
-    result = train(cfg, tmp_path / variant)
-    assert result["config"]["variant"] == variant and 0.0 <= result["test"]["wf1"] <= 1.0

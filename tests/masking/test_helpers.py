@@ -20,7 +20,7 @@ def test_shared_and_equivalent_rates():
     assert shared_rates(0.4, 3) == (0.4, 0.4, 0.4)
     assert equivalent_smr((0.3, 0.5, 0.7)) == pytest.approx(0.5)
     assert equivalent_smr((0.5, 0.5, 0.7)) == pytest.approx(1.7 / 3)
-    with pytest.raises(ValueError, match=r"rates\[0\]"):
+    with pytest.raises(ValueError, match=r"'rates'.*got 1\.5"):
         shared_rates(1.5, 3)
 
 

@@ -29,7 +29,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from balm.experiments.config import ConfigError
-    from balm.experiments.sweep import check_runs, is_finished, load_sweep, run_sweep
+    from balm.experiments.rundir import is_finished
+    from balm.experiments.sweep import check_runs, load_sweep, run_sweep
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")

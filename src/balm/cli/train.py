@@ -36,15 +36,13 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise ConfigError("--out DIR is required")
-    from balm.experiments.trainer import check_config, train
+    from balm.experiments.trainer import train
 
-    try:
-        check_config(cfg)  # dataset-dependent checks (rates count, modality names, loss vs task)
-        # model construction errors are raised by train() before DIR is created
+    log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    try:  # the dataset checks and the model construction fail before DIR is created
+        result = train(cfg, args.out, quiet=args.quiet, log=log)
     except ConfigError as exc:
         raise with_source(exc, args.config) from None
-    log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    result = train(cfg, args.out, quiet=args.quiet, log=log)
     t, d = result["test"], result["dev"]
     print(f"best epoch {result['best_epoch'] + 1}: dev acc {d['acc']:.4f} w-f1 {d['wf1']:.4f} | "
           f"test acc {t['acc']:.4f} w-f1 {t['wf1']:.4f}")

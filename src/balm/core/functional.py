@@ -254,16 +254,16 @@ def spatial_loss(mu_bar: Tensor, cos: Tensor) -> Tensor:
     return (mu_bar * cos).abs().mean()
 
 
-def grad_norms(grads: list[list[Tensor]], device: torch.device | str) -> Tensor:
-    """L2 norm of each group's gradients taken together (one group per modality): (M,) float64
-    on ``device``; 0 for an empty group."""
+def grad_norms(grads: list[list[Tensor]], device: torch.device | str, dtype: torch.dtype = torch.float64) -> Tensor:
+    """L2 norm of each group's gradients taken together (one group per modality): (M,) in
+    ``dtype`` on ``device`` (the per-tensor norms are combined in ``dtype``); 0 for an empty group."""
     out = []
     for gs in grads:
         if gs:
             per = torch._foreach_norm(gs)
-            out.append(torch.linalg.vector_norm(torch.stack([n.to(device) for n in per]).double()))
+            out.append(torch.linalg.vector_norm(torch.stack([n.to(device) for n in per]).to(dtype)))
         else:
-            out.append(torch.zeros((), dtype=torch.float64, device=device))
+            out.append(torch.zeros((), dtype=dtype, device=device))
     return torch.stack(out)
 
 

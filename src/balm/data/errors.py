@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+from balm.errors import BalmError
 
-class DataError(ValueError):
+
+class DataError(BalmError):
     """Bad input data: the message names the file, the key or field and what was expected."""
 
-    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
-        self.detail = message
-        self.source = source
-        self.field = field
-        parts = []
-        if source:
-            parts.append(str(source))
-        if field:
-            parts.append(f"field {field!r}")
-        prefix = ": ".join(parts)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
+    label = "field"
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None, key: str | None = None):
+        super().__init__(message, source=source, key=field if field is not None else key)
+
+    @property
+    def field(self) -> str | None:
+        return self.key

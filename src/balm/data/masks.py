@@ -21,9 +21,11 @@ from typing import Mapping
 
 import numpy as np
 
+from balm.masking.rates import check_rates
+
 from .dataset import Dataset
 from .errors import DataError
-from .validation import check_mask, check_rates
+from .validation import check_mask
 
 CACHE_DIR = "masks"
 
@@ -70,7 +72,7 @@ def with_masks(ds: Dataset, masks: Mapping[str, np.ndarray], info: dict | None =
     out = replace(ds, splits=splits)
     info = dict(info or {"strategy": "user"})
     if info.get("rates") is not None:
-        info["rates"] = list(check_rates(info["rates"], len(ds.modalities), source=source, field="rates"))
+        info["rates"] = list(check_rates(info["rates"], ds.modalities, source=source, error=DataError))
     info["modalities"] = list(ds.modalities)
     info["realised"] = realised(out)
     out.mask_info = info
@@ -81,7 +83,7 @@ def draw_masks(ds: Dataset, rates, seed: int, strategy: str = "paper") -> dict[s
     """Fresh masks per split, split ``k`` drawn with seed ``derive_seed(seed, k)``."""
     from balm.masking import derive_seed, make_masks
 
-    rates = check_rates(rates, len(ds.modalities))
+    rates = check_rates(rates, ds.modalities, error=DataError)
     return {
         k: np.asarray(make_masks(sp.num_utterances, rates, derive_seed(int(seed), k), strategy=strategy), dtype=bool)
         for k, sp in ds.splits.items()
@@ -116,7 +118,7 @@ def save_masks(directory: str | os.PathLike, ds: Dataset) -> str:
 
 def load_masks(directory: str | os.PathLike, ds: Dataset, rates, seed: int, strategy: str = "paper") -> Dataset | None:
     """``ds`` with the cached masks for (rates, seed, strategy), or None when none are cached."""
-    rates = check_rates(rates, len(ds.modalities))
+    rates = check_rates(rates, ds.modalities, error=DataError)
     path = _cache_path(os.fspath(directory), ds, rates, seed, strategy)
     if not os.path.exists(path):
         return None
@@ -143,12 +145,12 @@ def apply_masks(
     are read from ``cache/masks/<key>.npz`` when present and written there otherwise.
     ``mask_info`` records rates, seed, strategy and realised rates per split.
     """
-    rates = check_rates(rates, len(ds.modalities))
+    rates = check_rates(rates, ds.modalities, error=DataError)
     if cache is not None:
         hit = load_masks(cache, ds, rates, seed, strategy)
         if hit is not None:
             return hit
-    out = with_masks(ds, draw_masks(ds, rates, seed, strategy), {"rates": list(rates), "seed": int(seed), "strategy": strategy})
+    out = with_masks(ds, draw_masks(ds, rates, seed, strategy), {"rates": rates, "seed": int(seed), "strategy": strategy})
     if cache is not None:
         save_masks(cache, out)
     return out

@@ -12,6 +12,8 @@ from typing import Sequence as Seq
 
 import numpy as np
 
+from balm.masking.rates import check_rates
+
 from .dataset import SPLIT_NAMES, TASKS, Dataset, Split
 from .errors import DataError
 
@@ -40,22 +42,6 @@ def as_features(x, *, source: str | None, field: str, dim: int | None = None) ->
             field=field,
         )
     return arr
-
-
-def check_rates(rates, num_modalities: int, *, source: str | None = None, field: str = "rates") -> tuple[float, ...]:
-    """Missing rates: exactly one per modality, each a number in [0, 1)."""
-    try:
-        vals = tuple(float(r) for r in rates)
-    except (TypeError, ValueError):
-        raise DataError(f"expected {num_modalities} numbers, got {rates!r}", source=source, field=field) from None
-    if len(vals) != num_modalities:
-        raise DataError(
-            f"expected {num_modalities} missing rates (one per modality), got {len(vals)}", source=source, field=field
-        )
-    bad = [r for r in vals if not (0.0 <= r < 1.0)]
-    if bad:
-        raise DataError(f"missing rates must lie in [0, 1); got {bad[0]}", source=source, field=field)
-    return vals
 
 
 def check_mask(mask, n: int, modalities: Seq[str], *, source: str | None = None, field: str = "mask") -> np.ndarray:
@@ -235,7 +221,7 @@ def validate_dataset(ds: Dataset, *, source: str | None = None) -> Dataset:
         if not isinstance(info, dict):
             raise DataError(f"expected a mapping, got {type(info).__name__}", source=source, field="mask_info")
         if info.get("rates") is not None:
-            check_rates(info["rates"], len(dims), source=source, field="mask_info.rates")
+            check_rates(info["rates"], tuple(dims), key="mask_info.rates", source=source, error=DataError)
     return replace(
         ds,
         splits=splits,

@@ -4,7 +4,7 @@ Validation is strict and happens before any work: an unknown key is an error tha
 closest valid key, a value of the wrong type or out of range is an error naming the key, and
 unknown backbones, variants or backbone options are errors listing the valid ones.
 Checks that need the dataset (the number of modalities, the number of classes) are done by
-:func:`check_against_dataset`, which the trainer and the sweep call before creating any output.
+:func:`balm.experiments.prepare.check_against_dataset`, before a run creates any output.
 """
 
 from __future__ import annotations
@@ -21,27 +21,21 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from balm.errors import BalmError
+from balm.masking.rates import check_rates
+
 # Letter codes for modality subsets (the paper's tables): A = audio, V = visual, L = lexical/text.
 MODALITY_LETTERS = {"A": "audio", "V": "visual", "L": "text", "T": "text"}
 LOSSES = ("auto", "nll", "ce", "focal", "mse")
 CLASS_WEIGHTS = ("none", "balanced", "inverse")
 COEFFICIENTS = ("guarded", "raw", "floored")
-# variants without a gradient-rebalancing part, the only ones that make sense on one modality
-SINGLE_MODALITY_VARIANTS = ("none", "fcm-only")
 
 
-class ConfigError(ValueError):
+class ConfigError(BalmError):
     """A bad configuration; the message names the source, the key and what was expected."""
 
     def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
-        self.key = key
-        self.source = source
-        prefix = []
-        if source:
-            prefix.append(str(source))
-        if key:
-            prefix.append(f"key {key!r}")
-        super().__init__(": ".join(prefix + [message]) if prefix else message)
+        super().__init__(message, key=key, source=source)
 
 
 # --------------------------------------------------------------------------- YAML
@@ -186,26 +180,7 @@ def _data(key: str, v: Any) -> str:
 
 def _rates(key: str, v: Any) -> Any:
     """null (keep stored masks), one number (shared rate), a list, or a mapping modality -> rate."""
-
-    def one(k: str, r: Any) -> float:
-        if not _is_num(r):
-            raise ConfigError(f"expected a missing rate (a number in [0, 1)), got {r!r} ({_tname(r)})", key=k)
-        r = float(r)
-        if not 0.0 <= r < 1.0:
-            raise ConfigError(f"a missing rate must lie in [0, 1), got {r}", key=k)
-        return r
-
-    if v is None:
-        return None
-    if isinstance(v, (list, tuple)):
-        if not v:
-            raise ConfigError("expected one missing rate per modality, got an empty list", key=key)
-        return [one(f"{key}[{i}]", r) for i, r in enumerate(v)]
-    if isinstance(v, dict):
-        if not v:
-            raise ConfigError("expected one missing rate per modality, got an empty mapping", key=key)
-        return {str(m): one(f"{key}.{m}", r) for m, r in v.items()}
-    return one(key, v)
+    return check_rates(v, key=key, error=ConfigError)
 
 
 def _modalities(key: str, v: Any) -> list[str] | None:
@@ -478,65 +453,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError("a 'sweep' section belongs in a sweep config; run it with `balm sweep`", key="sweep", source=source)
     data = apply_overrides(data, parse_set(overrides))
     return Config.from_dict(data, source=source)
-
-
-# --------------------------------------------------------------------------- dataset-dependent checks
-
-
-def rates_in_order(rates: Any, mods: tuple[str, ...], key: str = "rates") -> list[float] | None:
-    """A validated ``rates`` value as a list in dataset modality order (None stays None)."""
-    if rates is None:
-        return None
-    if isinstance(rates, float):
-        return [rates] * len(mods)
-    if isinstance(rates, list):
-        if len(rates) != len(mods):
-            raise ConfigError(
-                f"expected {len(mods)} missing rates, one per modality of the dataset in the order "
-                f"{list(mods)}, got {len(rates)}: {rates}", key=key)
-        return list(rates)
-    unknown = [m for m in rates if m not in mods]
-    if unknown:
-        raise ConfigError(f"unknown modality {unknown[0]!r}; the dataset has {list(mods)}", key=key)
-    absent = [m for m in mods if m not in rates]
-    if absent:
-        raise ConfigError(f"no missing rate for modality {absent[0]!r}; give one per modality of {list(mods)}", key=key)
-    return [rates[m] for m in mods]
-
-
-def resolve_modalities(cfg: Config, dataset_modalities: tuple[str, ...]) -> tuple[tuple[str, ...], list[float] | None]:
-    """(selected modalities, rates in dataset order or None); ConfigError on a mismatch."""
-    mods = tuple(dataset_modalities)
-    out_rates = rates_in_order(cfg.rates, mods, "rates")
-    rates_in_order(cfg.test_rates, mods, "test_rates")
-    selected = mods if cfg.modalities is None else tuple(cfg.modalities)
-    for m in selected:
-        if m not in mods:
-            close = difflib.get_close_matches(m, mods, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown modality {m!r}{hint} the dataset has {list(mods)}", key="modalities")
-    selected = tuple(m for m in mods if m in selected)  # keep dataset order
-    if len(selected) < 2 and cfg.variant not in SINGLE_MODALITY_VARIANTS:
-        raise ConfigError(
-            f"variant {cfg.variant!r} rebalances gradients between modalities and needs at least 2, but only "
-            f"{list(selected)} is selected; on one modality use {' or '.join(SINGLE_MODALITY_VARIANTS)}",
-            key="modalities")
-    return selected, out_rates
-
-
-def check_against_dataset(cfg: Config, task: str, modalities: tuple[str, ...], num_classes: int | None) -> None:
-    """Checks that need the dataset: rates count, modality names, loss vs task, class weights length."""
-    resolve_modalities(cfg, modalities)
-    if task == "regression" and cfg.loss not in ("auto", "mse"):
-        raise ConfigError(f"the dataset is a regression task; use loss 'mse' (or 'auto'), got {cfg.loss!r}", key="loss")
-    if task == "classification" and cfg.loss == "mse":
-        raise ConfigError("the dataset is a classification task; use nll, ce or focal (or auto)", key="loss")
-    if isinstance(cfg.class_weights, list):
-        if task == "regression":
-            raise ConfigError("class weights apply to classification only", key="class_weights")
-        if len(cfg.class_weights) != num_classes:
-            raise ConfigError(f"expected {num_classes} weights (one per class), got {len(cfg.class_weights)}",
-                              key="class_weights")
 
 
 def config_reference() -> list[dict]:

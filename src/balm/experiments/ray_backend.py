@@ -1,7 +1,7 @@
 """Run sweep tasks as Ray tasks (optional extra ``ray``: ``pip install 'balm[ray]'``).
 
 Each run is one remote call of the same function the local pool uses
-(:func:`balm.experiments.sweep.execute`), with ``num_cpus=1`` and one torch thread.
+(:func:`balm.experiments.workers.execute`), with ``num_cpus=1`` and one torch thread.
 ``address=None`` starts a local Ray instance with ``workers`` CPUs; otherwise the driver joins
 the cluster at ``address`` (e.g. ``ray://head:10001`` or ``auto``), whose workers must have balm
 installed and must see the sweep folder (a shared file system).
@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Callable
 
 from .config import ConfigError
+from .workers import THREAD_ENV, execute
 
-_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+_ENV = {k: "1" for k in THREAD_ENV}
 
 
 def require_ray():
@@ -28,8 +29,6 @@ def require_ray():
 def run_ray(tasks: list[dict], workers: int, address: str | None, on_done: Callable[[dict], None]) -> None:
     """Submit every task, report each result through ``on_done`` as it completes."""
     ray = require_ray()
-    from .sweep import execute
-
     started = False
     if not ray.is_initialized():
         kwargs = dict(address=address, include_dashboard=False, log_to_driver=False,

@@ -11,27 +11,22 @@ the folders of unfinished ones are removed and run again, so a sweep killed at a
 with SIGKILL) and started again loses no finished run and duplicates none.
 ``DIR/summary.csv`` lists every finished run; it is rebuilt from the result files and replaced
 atomically after each run finishes.
+
+This module expands a sweep and drives it; the folder's files are read and written by
+:mod:`.rundir`, and the runs execute in :mod:`.workers` (or :mod:`.ray_backend`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import itertools
 import json
-import multiprocessing as mp
-import os
 import re
 import shutil
-import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-
-import yaml
 
 from .config import (
     Config,
@@ -41,7 +36,8 @@ from .config import (
     parse_set,
     read_mapping,
 )
-from .io import atomic_write_json, atomic_write_text
+from .rundir import CASES, RUNS, is_finished, plan_run_dirs, short, write_plan, write_summary
+from .workers import run_local
 
 # Missing-rate settings are written as mappings so that the order (r_A, r_L, r_V) of the
 # paper's tables never depends on a dataset's column order.
@@ -115,22 +111,9 @@ def _axis_values(key: str, value: Any, source: str | None) -> list:
     return list(value)
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, dict):
-        return "-".join(_short(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return "-".join(_short(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, str) and ("/" in value or ":" in value):
-        return Path(value.split(":")[-1]).name or value
-    return str(value)
-
-
 _ABBREV = {"rates": "r", "seed": "s", "modalities": "m", "tau": "tau", "rho": "rho", "data": "", "backbone": "", "variant": "",
            "cases": ""}
 
-CASES = "cases"  # the sweep axis of named override mappings
 _CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
@@ -166,7 +149,7 @@ def _cases(value: Any, valid: tuple[str, ...], source: str | None) -> dict[str, 
 def run_id(cfg: Config, setting: dict) -> str:
     """``<readable prefix>-<8 hex digits of the SHA-1 of the resolved config>``."""
     digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()[:8]
-    parts = [f"{_ABBREV.get(k, k.split('.')[-1])}{_short(v)}" for k, v in setting.items()]
+    parts = [f"{_ABBREV.get(k, k.split('.')[-1])}{short(v)}" for k, v in setting.items()]
     prefix = re.sub(r"[^A-Za-z0-9._+-]+", "_", "_".join(p for p in parts if p))[:80].strip("_.")
     return f"{prefix}-{digest}" if prefix else digest
 
@@ -237,7 +220,7 @@ def load_sweep(path: str | Path | None, overrides: list[str] | None = None) -> S
 def check_runs(runs: list[Run], dataset_checker: Callable[[Config], None] | None = None, source: str | None = None) -> None:
     """Dataset-dependent checks of every run (rates count, modalities, loss) and one model build
     per distinct architecture, before any work."""
-    from .trainer import check_buildable
+    from .model import check_buildable
 
     for run in runs:
         try:
@@ -245,259 +228,6 @@ def check_runs(runs: list[Run], dataset_checker: Callable[[Config], None] | None
         except ConfigError as exc:
             where = ", ".join(f"{k}={json.dumps(v)}" for k, v in run.setting.items())
             raise ConfigError(f"{exc} (run {where})", source=source) from None
-
-
-# --------------------------------------------------------------------------- run state
-
-
-def read_result(run_dir: Path) -> dict | None:
-    """The run's result if it is finished (valid JSON, status 'finished'), else None."""
-    p = run_dir / "result.json"
-    try:
-        with open(p, encoding="utf-8") as fh:
-            res = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(res, dict) or res.get("status") != "finished" or "test" not in res:
-        return None
-    return res
-
-
-def is_finished(run_dir: Path, cfg: Config) -> bool:
-    res = read_result(run_dir)
-    return res is not None and res.get("config") == cfg.to_dict()
-
-
-def execute(task: dict) -> dict:
-    """Train one run in ``task['run_dir']`` (used by the local pool and by Ray). Never raises."""
-    import torch
-
-    from .trainer import train
-
-    if task.get("single_thread"):
-        torch.set_num_threads(1)
-    run_dir = Path(task["run_dir"])
-    t0 = time.perf_counter()
-    try:
-        cfg = Config.from_dict(task["config"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", cfg.to_dict())
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        res = train(cfg, run_dir, quiet=True)
-        return {"id": task["id"], "status": "finished", "seconds": time.perf_counter() - t0,
-                "test_acc": res["test"]["acc"], "test_wf1": res["test"]["wf1"]}
-    except BaseException as exc:  # noqa: BLE001 - a failed run must not stop the sweep
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        tb = traceback.format_exc()
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / "error.txt", tb)
-        except OSError:
-            pass
-        return {"id": task["id"], "status": "failed", "seconds": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {exc}"}
-
-
-# --------------------------------------------------------------------------- local pool
-
-
-def _die_with_parent() -> None:
-    """Make this worker exit when the sweep process dies (even by SIGKILL), so no orphan keeps
-    writing into a run folder that a restarted sweep is about to clean."""
-    parent = os.getppid()
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, int(signal.SIGKILL)) == 0:  # PR_SET_PDEATHSIG (Linux)
-            if os.getppid() != parent:
-                os._exit(1)
-            return
-    except (OSError, AttributeError):
-        pass
-    import threading
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    _die_with_parent()
-
-
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _single_thread_env():
-    saved = {k: os.environ.get(k) for k in _THREAD_ENV}
-    os.environ.update({k: "1" for k in _THREAD_ENV})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def run_local(tasks: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
-    """Run ``tasks`` in ``workers`` spawned single-threaded processes (in-process for 1).
-
-    A worker that dies (killed, out of memory, cannot start) stops the sweep with an error
-    instead of hanging; finished runs are kept and a rerun resumes.
-    """
-    if workers <= 1:
-        for t in tasks:
-            on_done(execute(t))
-        return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    ctx = mp.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker)
-    try:
-        with _single_thread_env():  # workers are spawned while tasks are submitted
-            pending = {pool.submit(execute, dict(t, single_thread=True)) for t in tasks}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                on_done(fut.result())
-    except BaseException as exc:
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            if proc.is_alive():
-                proc.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
-        if isinstance(exc, BrokenProcessPool):
-            raise RuntimeError("a sweep worker process died (killed, out of memory, or it could not start); "
-                               "finished runs are kept, run the sweep again to resume") from None
-        raise
-    pool.shutdown(wait=True)
-
-
-# --------------------------------------------------------------------------- summary
-
-
-SUMMARY_KEYS = ("data", "backbone", "variant", "rates", "modalities", "seed", "tau", "rho", "epochs")
-METRIC_COLUMNS = ("test_acc", "test_wf1", "dev_acc", "dev_wf1", "best_epoch", "epochs_run", "train_seconds")
-
-
-def _fmt_setting(key: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if key == "rates" and isinstance(value, dict):
-        return "/".join(f"{v:g}" for v in value.values())
-    if isinstance(value, list):
-        return "+".join(_short(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def read_plan(sweep_dir: str | Path) -> dict | None:
-    """``sweep_dir/sweep.json`` (the plan a sweep writes when it starts), or None when it is missing,
-    unreadable or has no run list."""
-    try:
-        plan = json.loads((Path(sweep_dir) / "sweep.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return plan if isinstance(plan, dict) and isinstance(plan.get("runs"), list) else None
-
-
-def plan_run_ids(plan: dict) -> list[str] | None:
-    """The run ids of ``plan`` in its order, or None when an entry is malformed."""
-    try:
-        return [r["id"] for r in plan["runs"]]
-    except (KeyError, TypeError):
-        return None
-
-
-def plan_cases(sweep_dir: Path) -> tuple[dict[str, str], dict[str, dict]]:
-    """(run id -> case name, case name -> overrides) from ``sweep_dir/sweep.json``; empty without cases."""
-    plan = read_plan(sweep_dir)
-    if plan is None:
-        return {}, {}
-    try:
-        ids = {r["id"]: r["setting"][CASES] for r in plan["runs"] if CASES in r.get("setting", {})}
-    except (KeyError, TypeError, AttributeError):
-        return {}, {}
-    cases = plan.get("cases") or {}
-    return (ids, cases) if isinstance(cases, dict) else ({}, {})
-
-
-def plan_run_dirs(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
-    """(run folders of the current plan, run folders outside it) under ``sweep_dir/runs``, by name.
-
-    The plan is ``sweep.json``'s run list, rewritten each time a sweep starts in the folder; a
-    folder left by an earlier version of the sweep config (another resolved config, hence
-    another id) is outside it. Without a readable plan every folder counts as planned."""
-    runs = Path(sweep_dir) / "runs"
-    if not runs.is_dir():
-        return [], []
-    dirs = sorted(p for p in runs.iterdir() if p.is_dir())
-    plan = read_plan(sweep_dir)
-    ids = plan_run_ids(plan) if plan is not None else None
-    if ids is None:
-        return dirs, []
-    kept = set(ids)
-    return [d for d in dirs if d.name in kept], [d for d in dirs if d.name not in kept]
-
-
-def summary_rows(sweep_dir: Path) -> list[dict]:
-    """One row per finished run of the current plan under ``sweep_dir/runs`` (sorted by run id)."""
-    rows = []
-    case_of, _ = plan_cases(sweep_dir)
-    for d in plan_run_dirs(sweep_dir)[0]:
-        res = read_result(d)
-        if res is None:
-            continue
-        cfg = res["config"]
-        row = {"run_id": d.name}
-        if d.name in case_of:
-            row["case"] = case_of[d.name]
-        for k in SUMMARY_KEYS:
-            v = res.get("requested_rates") if k == "rates" else cfg.get(k)
-            if k == "modalities":
-                v = res["dataset"]["used_modalities"]
-            row[k] = _fmt_setting(k, v)
-        row.update({
-            "test_acc": res["test"]["acc"], "test_wf1": res["test"]["wf1"],
-            "dev_acc": res["dev"]["acc"], "dev_wf1": res["dev"]["wf1"],
-            "best_epoch": res["best_epoch"], "epochs_run": res["epochs_run"],
-            "train_seconds": round(res["train_seconds"], 3),
-        })
-        for m, r in res["realised_rates"].get("train", {}).items():
-            row[f"train_missing_{m}"] = round(r, 6)
-        for k, v in cfg.get("backbone_options", {}).items():
-            row[f"backbone_options.{k}"] = v
-        rows.append(row)
-    return rows
-
-
-def write_summary(sweep_dir: Path) -> Path:
-    """Rebuild ``summary.csv`` from the result files and replace it atomically."""
-    rows = summary_rows(sweep_dir)
-    cols: list[str] = ["run_id", *(["case"] if any("case" in r for r in rows) else []), *SUMMARY_KEYS, *METRIC_COLUMNS]
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    path = sweep_dir / "summary.csv"
-    atomic_write_text(path, buf.getvalue())
-    return path
 
 
 # --------------------------------------------------------------------------- driver
@@ -545,7 +275,7 @@ def run_sweep(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
-        runs_dir = out / "runs"
+        runs_dir = out / RUNS
         runs_dir.mkdir(exist_ok=True)
         plan = {
             "source": sweep.source,
@@ -555,7 +285,7 @@ def run_sweep(
         }
         if sweep.cases:
             plan["cases"] = sweep.cases
-        atomic_write_json(out / "sweep.json", plan)
+        write_plan(out, plan)
         outside = plan_run_dirs(out)[1]
         if outside:
             say(f"{len(outside)} folder(s) in {runs_dir} are not runs of this sweep config (e.g. {outside[0].name}); "

@@ -2,7 +2,7 @@
 
 from .operator import STRATEGIES, make_masks
 from .patterns import decode, encode, pattern_ratios
-from .rates import equivalent_smr, realised_rates, shared_rates, validate_rates
+from .rates import MissingRates, check_rates, equivalent_smr, realised_rates, shared_rates
 from .reference import reference_layout
 from .seeds import derive_seed
 from .validate import check_mask
@@ -15,7 +15,8 @@ __all__ = [
     "check_mask",
     "shared_rates",
     "equivalent_smr",
-    "validate_rates",
+    "check_rates",
+    "MissingRates",
     "pattern_ratios",
     "encode",
     "decode",

@@ -6,9 +6,11 @@ from typing import Sequence
 
 import numpy as np
 
+from balm.errors import BalmError
+
 from .exact import exact_counts
 from .patterns import decode, paper_counts
-from .rates import validate_rates
+from .rates import check_rates
 from .reference import reference_masks
 
 STRATEGIES = ("paper", "exact", "reference")
@@ -36,7 +38,10 @@ def make_masks(n: int, rates: Sequence[float], seed: int, strategy: str = "paper
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n (number of samples) must be an integer >= 1, got {n!r}")
     n = int(n)
-    r = validate_rates(rates)
+    r = check_rates(rates)
+    if not isinstance(r, (list, tuple)):
+        raise BalmError(f"expected one missing rate per modality (a sequence), got {rates!r}", key="rates")
+    r = np.asarray(r, dtype=np.float64)
     m = r.size
     if m == 1:
         if r[0] != 0.0:

@@ -59,7 +59,7 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
     if not runs:
         raise ValueError(f"{root}: no finished run (no valid runs/*/result.json)")
     if (root / "runs").is_dir():
-        from balm.experiments.sweep import write_summary
+        from balm.experiments.rundir import write_summary
 
         write_summary(root)
     out = root / "report"
@@ -125,7 +125,7 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
         if p:
             figures.append(p)
 
-    from balm.experiments.sweep import plan_run_dirs
+    from balm.experiments.rundir import plan_run_dirs
 
     outside = plan_run_dirs(root)[1]
     note = (f" {len(outside)} folder(s) under runs/ outside the current sweep plan (sweep.json) are left out."

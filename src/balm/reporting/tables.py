@@ -52,7 +52,7 @@ def load_results(sweep_dir: str | Path) -> list[RunResult]:
     """Every finished run of the sweep's plan (``sweep.json``) under ``sweep_dir/runs``, in the plan's
     order (a single run folder also works; without a plan, every run folder, by id). Folders outside
     the plan, left by an earlier version of the sweep config, are left out."""
-    from balm.experiments.sweep import plan_cases, plan_run_dirs, plan_run_ids, read_plan, read_result
+    from balm.experiments.rundir import plan_cases, plan_run_dirs, plan_run_ids, read_plan, read_result
 
     root = Path(sweep_dir)
     dirs = plan_run_dirs(root)[0] if (root / "runs").is_dir() else [root]
