@@ -30,6 +30,12 @@ def register(subparsers) -> None:
     c.add_argument("--name", default=None, help="dataset name (default: file name)")
     c.add_argument("--task", choices=("classification", "regression"), default=None, help="override the inferred task")
     c.add_argument("--label-names", nargs="+", default=None, metavar="NAME", help="class names, in index order")
+    c.add_argument("--feature", action="append", default=None, metavar="MODALITY=PATH",
+                   help="gcnet: feature folder of a modality; mmin: its .h5 file (repeat per modality)")
+    c.add_argument("--cv", default=None, help="mmin: cross-validation fold under target/ (needed when there are several)")
+    c.add_argument("--label", default=None, metavar="KEY",
+                   help="mmsa: regression (regression_labels), classification (classification_labels) or a key")
+    c.add_argument("--pool", default=None, help="mmsa: how word-level steps become one vector (only 'mean')")
     _add_mask_args(c, "masks are drawn and stored with the dataset")
     c.set_defaults(func=_convert)
 
@@ -70,9 +76,26 @@ def _write(ds: Dataset, out: str) -> int:
 def _convert(args) -> int:
     from balm.data.loader import load
 
-    kw = {k: v for k, v in (("name", args.name), ("task", args.task), ("label_names", args.label_names)) if v is not None}
+    kw = {k: v for k, v in (("name", args.name), ("task", args.task), ("label_names", args.label_names),
+                            ("cv", args.cv), ("label", args.label), ("pool", args.pool)) if v is not None}
+    if args.feature:
+        kw["features"] = _feature_map(args.feature)
     ds = load(args.src, format=args.format, **kw)
     return _write(_prepare(ds, args), args.out)
+
+
+def _feature_map(items: list[str]) -> dict[str, str]:
+    from balm.data.errors import DataError
+
+    out = {}
+    for item in items:
+        mod, sep, path = item.partition("=")
+        if not sep or not mod or not path:
+            raise DataError(f"expected MODALITY=PATH, got {item!r}", field="--feature")
+        if mod in out:
+            raise DataError(f"modality {mod!r} given twice", field="--feature")
+        out[mod] = path
+    return out
 
 
 def _synth(args) -> int:
