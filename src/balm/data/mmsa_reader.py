@@ -231,6 +231,8 @@ def from_mmsa_dict(
         )
     if len(label_keys) > 1:
         raise DataError(f"the splits take their labels from different keys {sorted(label_keys)}", source=source, field="labels")
+    if label_keys == {"classification_labels"} and task is None:
+        task = "classification"  # MMSA stores these class indices as floats
     if label_names is None and num_classes is None and task != "regression":
         if widths:
             num_classes = widths.pop()
