@@ -8,6 +8,7 @@ from balm.data import load
 from balm.data.errors import DataError
 from balm.data.gcnet_reader import IEMOCAP4_LABELS, read_gcnet
 from balm.data.loader import detect_format
+from balm.data.safe_pickle import safe_load
 
 DIMS = {"audio": 5, "text": 4, "visual": 3}
 VIDEOS = {"v1": 3, "v2": 2, "v3": 2, "v4": 1, "v5": 2}
@@ -185,7 +186,6 @@ def test_real_cmu_mosi_label_pickle_structure():
         print(reason)
         pytest.skip(reason)
     from balm.data.gcnet_reader import parse_label_pickle
-    from balm.data.safe_pickle import safe_load
 
     f = parse_label_pickle(safe_load(path), source=str(path))
     assert [len(f[k]) for k in ("trainVid", "valVid", "testVid")] == [52, 10, 31]
@@ -201,3 +201,44 @@ def test_real_cmu_mosi_label_pickle_structure():
     assert scores.min() >= -3 and scores.max() <= 3
     assert {s for v in vids for s in f["videoSpeakers"][v]} == {""}
     assert detect_format(path) == "gcnet"
+
+
+def test_real_cmu_mosi_through_feature_folders(tmp_path):
+    """The real label pickle with per-utterance .npy files written from the real MOSI CSVs."""
+    import csv
+
+    src = SHARED / "cmu-mosi"
+    if not src.exists():
+        reason = f"real data not found at {SHARED} (../shared/data from the repository root)"
+        print(reason)
+        pytest.skip(reason)
+
+    def rows(name):
+        with open(src / name, newline="") as f:
+            return list(csv.reader(f))
+
+    uid_of_row = [r[0] for r in rows("transcripts.csv")]
+    roots = {"audio": tmp_path / "audio", "visual": tmp_path / "video"}
+    for r in roots.values():
+        r.mkdir()
+    written, csv_label = {}, {}
+    for part in ("train", "test"):
+        uids = [uid_of_row[int(float(r[0]))] for r in rows(f"text_{part}.csv")]
+        for m, prefix in (("audio", "audio"), ("visual", "video")):
+            for uid, r in zip(uids, rows(f"{prefix}_{part}0.csv")):
+                x = np.array([float(v) for v in r[:-1]])
+                np.save(roots[m] / f"{uid}.npy", x)
+                written[(m, uid)] = x
+                csv_label[uid] = int(float(r[-1]))
+    ds = read_gcnet(src / "CMUMOSI_features_raw_2way.pkl", roots)
+    assert ds.task == "regression" and ds.dims() == {"audio": 73, "visual": 100}
+    assert [ds[s].num_sequences for s in ("train", "dev", "test")] == [52, 10, 31]
+    assert sum(ds[s].num_utterances for s in ds.splits) == 2199 == len(csv_label)
+    obj = safe_load(src / "CMUMOSI_features_raw_2way.pkl")
+    for s in ds.splits:
+        sp = ds[s]
+        uids = [u for v in sp.sequence_ids for u in obj[0][v]]
+        for m in roots:
+            np.testing.assert_array_equal(sp.features[m], np.stack([written[(m, u)] for u in uids]).astype(np.float32))
+        # the join is right: sentiment >= 0 is the CSVs' binary label for every utterance
+        np.testing.assert_array_equal((sp.labels >= 0).astype(int), [csv_label[u] for u in uids])
