@@ -1,6 +1,7 @@
 """``balm data convert`` with the GCNet, MMIN and MMSA layouts (their options and errors)."""
 
 import os
+import re
 import pickle
 
 import numpy as np
@@ -65,3 +66,12 @@ def test_convert_mmin_fold(tmp_path, capsys):
     ds = load_dataset(out)
     assert ds.modalities == ("audio",) and ds["dev"].sequence_ids == names["val"] and ds.metadata["cv"] == "2"
     np.testing.assert_array_equal(ds["test"].labels, labels["tst"])
+
+
+def test_info_reads_the_gcnet_layout(tmp_path, capsys):
+    path, roots, _, _ = _mosi_like(tmp_path, seed=4)
+    args = ["data", "info", str(path)] + [a for m, r in roots.items() for a in ("--feature", f"{m}={r}")]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "task regression" in text and "modalities: audio 5, text 4, visual 3" in text
+    assert re.search(r"^train\s+2\s+5$", text, re.M) and re.search(r"^test\s+2\s+3$", text, re.M)
