@@ -59,11 +59,11 @@ def load_npy(path: str, *, field: str) -> np.ndarray:
     return sq
 
 
-def _utterance_rows(root: str, uid: str, speaker: str, modality: str) -> tuple[list[tuple[str, np.ndarray]], str]:
-    """The (file, rows) arrays that make utterance ``uid`` and the path that names it in errors."""
+def _utterance_rows(root: str, uid: str, speaker: str, modality: str) -> list[tuple[str, np.ndarray]]:
+    """The (file, rows) arrays that make utterance ``uid`` (empty: no face of its speaker)."""
     npy = os.path.join(root, uid + ".npy")
     if os.path.isfile(npy):
-        return [(npy, load_npy(npy, field=modality))], npy
+        return [(npy, load_npy(npy, field=modality))]
     folder = os.path.join(root, uid)
     if not os.path.isdir(folder):
         raise DataError(
@@ -85,7 +85,7 @@ def _utterance_rows(root: str, uid: str, speaker: str, modality: str) -> tuple[l
             if owner != speaker:
                 continue
         out.append((path, load_npy(path, field=modality)))
-    return out, folder
+    return out
 
 
 def _table(obj: Any, key: str, source: str | None) -> Mapping:
@@ -142,7 +142,7 @@ def from_gcnet(
     f = parse_label_pickle(obj, source=source)
     ids_t, lab_t, spk_t = f["videoIDs"], f["videoLabels"], f["videoSpeakers"]
     dims: dict[str, tuple[int, str]] = {}
-    empty: dict[str, list[tuple[str, int]]] = {m: [] for m in roots}
+    empty = {m: 0 for m in roots}
     splits, raw_spk = {}, {}
     for split, key in SPLIT_FIELDS.items():
         if f.get(key) is None:
@@ -160,7 +160,7 @@ def from_gcnet(
             speakers = [str(s) for s in _per_video(spk_t, "videoSpeakers", vid, len(uids), source)]
             for m, root in roots.items():
                 for uid, s in zip(uids, speakers):
-                    parts, where = _utterance_rows(root, uid, s, m)
+                    parts = _utterance_rows(root, uid, s, m)
                     for path, rows in parts:
                         want = dims.setdefault(m, (rows.shape[1], path))
                         if rows.shape[1] != want[0]:
@@ -172,8 +172,8 @@ def from_gcnet(
                         stacked = np.concatenate([r for _, r in parts], axis=0).astype(np.float64)
                         cols[m].append(stacked.mean(axis=0).astype(np.float32))
                     else:
-                        empty[m].append((split, len(cols[m])))
-                        cols[m].append(None)
+                        empty[m] += 1
+                        cols[m].append(None)  # zeros once the modality's width is known
             ys.extend(labels)
             spk.extend(speakers)
             lengths.append(len(uids))
@@ -206,7 +206,7 @@ def from_gcnet(
         task=task, num_classes=num_classes, label_names=label_names,
     )
     ds.metadata["feature_folders"] = {m: os.path.basename(os.path.normpath(d)) for m, d in roots.items()}
-    ds.metadata["empty_features"] = {m: len(v) for m, v in empty.items()}
+    ds.metadata["empty_features"] = empty
     return ds
 
 
