@@ -19,6 +19,22 @@ def _add_mask_args(p: argparse.ArgumentParser, what: str, seeded: str = "masks a
                    help="carve this share of the training sequences into a dev split when there is none")
 
 
+def _add_format_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--feature", action="append", default=None, metavar="MODALITY=PATH",
+                   help="gcnet: feature folder of a modality; mmin: its .h5 file (repeat per modality)")
+    p.add_argument("--cv", default=None, help="mmin: cross-validation fold under target/ (needed when there are several)")
+    p.add_argument("--label", default=None, metavar="KEY",
+                   help="mmsa: regression (regression_labels), classification (classification_labels) or a key")
+    p.add_argument("--pool", default=None, help="mmsa: how word-level steps become one vector (only 'mean')")
+
+
+def _format_kwargs(args) -> dict:
+    kw = {k: getattr(args, k) for k in ("cv", "label", "pool") if getattr(args, k) is not None}
+    if args.feature:
+        kw["features"] = _feature_map(args.feature)
+    return kw
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("data", help="convert, inspect and generate datasets")
     sub = p.add_subparsers(dest="data_command", required=True)
@@ -30,12 +46,14 @@ def register(subparsers) -> None:
     c.add_argument("--name", default=None, help="dataset name (default: file name)")
     c.add_argument("--task", choices=("classification", "regression"), default=None, help="override the inferred task")
     c.add_argument("--label-names", nargs="+", default=None, metavar="NAME", help="class names, in index order")
+    _add_format_args(c)
     _add_mask_args(c, "masks are drawn and stored with the dataset")
     c.set_defaults(func=_convert)
 
     i = sub.add_parser("info", help="summarise a dataset")
     i.add_argument("path", help="native directory, feature file, or synthetic:iemocap / synthetic:mosei")
     i.add_argument("--format", choices=FORMATS, default=None, help="input format (detected when omitted)")
+    _add_format_args(i)
     _add_mask_args(i, "report the realised rates of masks drawn with these settings",
                    "masks, the dev carve-out and synthetic data")
     i.set_defaults(func=_info)
@@ -71,8 +89,22 @@ def _convert(args) -> int:
     from balm.data.loader import load
 
     kw = {k: v for k, v in (("name", args.name), ("task", args.task), ("label_names", args.label_names)) if v is not None}
-    ds = load(args.src, format=args.format, **kw)
+    ds = load(args.src, format=args.format, **kw, **_format_kwargs(args))
     return _write(_prepare(ds, args), args.out)
+
+
+def _feature_map(items: list[str]) -> dict[str, str]:
+    from balm.data.errors import DataError
+
+    out = {}
+    for item in items:
+        mod, sep, path = item.partition("=")
+        if not sep or not mod or not path:
+            raise DataError(f"expected MODALITY=PATH, got {item!r}", field="--feature")
+        if mod in out:
+            raise DataError(f"modality {mod!r} given twice", field="--feature")
+        out[mod] = path
+    return out
 
 
 def _synth(args) -> int:
@@ -84,7 +116,7 @@ def _synth(args) -> int:
 def _info(args) -> int:
     from balm.data.loader import load
 
-    ds = _prepare(load(args.path, format=args.format, seed=args.seed), args)
+    ds = _prepare(load(args.path, format=args.format, seed=args.seed, **_format_kwargs(args)), args)
     print(describe(ds))
     return 0
 

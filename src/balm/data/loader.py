@@ -7,20 +7,28 @@ import os
 from .dataset import Dataset
 from .errors import DataError
 
-FORMATS = ("native", "balm-pickle", "mmgcn-pickle", "npz")
+FORMATS = ("native", "balm-pickle", "mmgcn-pickle", "npz", "gcnet", "mmin", "mmsa")
 SYNTHETIC = ("iemocap", "mosei")
+_COMMON = {"name", "task", "num_classes", "label_names"}
+_OPTIONS = {"gcnet": {"features"}, "mmin": {"features", "cv"}, "mmsa": {"label", "pool"}}
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """The format of ``path`` where it is unambiguous: a native directory, ``.npz`` or a pickle
-    (dict -> balm-pickle, 9/10-tuple -> mmgcn-pickle, told apart by reading it safely)."""
+    """The format of ``path`` where it is unambiguous: a native directory, an MMIN folder
+    (``target/`` beside ``A/``, ``V/`` or ``L/``), ``.npz`` or a pickle told apart by reading
+    it safely (dict of train/valid/test -> mmsa, other dict -> balm-pickle, 6/7-tuple ->
+    gcnet label pickle, 9/10-tuple -> mmgcn-pickle)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         from .native import is_native
 
         if is_native(path):
             return "native"
-        raise DataError("directory is not a balm dataset (no meta.json)", source=path)
+        if os.path.isdir(os.path.join(path, "target")) and any(
+            os.path.isdir(os.path.join(path, d)) for d in ("A", "V", "L")
+        ):
+            return "mmin"
+        raise DataError("directory is not a balm dataset (no meta.json) nor an MMIN folder (A/ V/ L/ target/)", source=path)
     if not os.path.exists(path):
         raise DataError("file not found", source=path)
     ext = os.path.splitext(path)[1].lower()
@@ -35,9 +43,11 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def _pickle_kind(obj, path: str) -> str:
     if isinstance(obj, dict):
+        if {"train", "valid", "test"} <= set(obj) and all(isinstance(obj[k], dict) for k in ("train", "valid", "test")):
+            return "mmsa"
         return "balm-pickle"
     if isinstance(obj, (tuple, list)):
-        return "mmgcn-pickle"
+        return "gcnet" if len(obj) in (6, 7) else "mmgcn-pickle"
     raise DataError(f"a pickle of {type(obj).__name__} is neither the dict nor the tuple layout", source=path)
 
 
@@ -47,7 +57,8 @@ def load(spec: str | os.PathLike, format: str | None = None, *, seed: int = 0, *
     ``spec`` is a native dataset directory, a file (``format`` one of ``FORMATS``,
     detected when omitted) or ``synthetic:iemocap`` / ``synthetic:mosei`` (generated
     with ``seed``). Extra keyword arguments (``name``, ``task``, ``num_classes``,
-    ``label_names``) go to the file readers.
+    ``label_names``) go to the file readers; ``features`` ({modality: folder or .h5 file})
+    to ``gcnet`` (required) and ``mmin``, ``cv`` to ``mmin``, ``label`` and ``pool`` to ``mmsa``.
     """
     spec_s = os.fspath(spec)
     if spec_s.startswith("synthetic:"):
@@ -67,13 +78,29 @@ def load(spec: str | os.PathLike, format: str | None = None, *, seed: int = 0, *
         if kwargs:
             raise DataError(f"options {sorted(kwargs)} do not apply to a native dataset", source=spec_s)
         return load_dataset(spec_s)
+    extra = set(kwargs) - _COMMON - _OPTIONS.get(fmt, set())
+    if extra:
+        raise DataError(f"options {sorted(extra)} do not apply to format {fmt!r}", source=spec_s)
     if fmt == "npz":
         from .npz_reader import read_npz
 
         return read_npz(spec_s, **kwargs)
+    if fmt == "mmin":
+        from .mmin_reader import read_mmin
+
+        return read_mmin(spec_s, **kwargs)
     from .safe_pickle import safe_load
 
     obj = safe_load(spec_s)
+    if fmt == "gcnet":
+        from .gcnet_reader import from_gcnet
+
+        features = kwargs.pop("features", None)
+        return from_gcnet(obj, features or {}, source=spec_s, **kwargs)
+    if fmt == "mmsa":
+        from .mmsa_reader import from_mmsa_dict
+
+        return from_mmsa_dict(obj, source=spec_s, **kwargs)
     if fmt == "balm-pickle":
         from .balm_pickle import from_balm_dict
 
