@@ -25,7 +25,7 @@ def _fails_cleanly(capsys, tmp_path, argv, *fragments):
         ({"rates": [0.5, 0.7, 1.2]}, ["key 'rates[2]'", "[0, 1)"]),
         ({"rates": [0.5, 0.7]}, ["key 'rates'", "expected 3 missing rates"]),
         ({"backbone": "mmgcm"}, ["key 'backbone'", "valid:", "late_fusion"]),
-        ({"variant": "balm-x"}, ["key 'variant'", "valid:", "balm-s"]),
+        ({"method": "balm-x"}, ["key 'method'", "valid:", "balm-s"]),
         ({"modalities": ["audio", "txt"]}, ["key 'modalities'", "did you mean 'text'"]),
     ],
 )
@@ -41,16 +41,16 @@ def test_train_bad_set_override(capsys, tmp_path, tiny_data):
 
 
 def test_sweep_bad_axis_fails_before_any_work(capsys, tmp_path, tiny_data):
-    cfg = write_yaml(tmp_path / "s.yaml", {**base_config(tiny_data), "sweep": {"variant": ["none", "blam"]}})
-    _fails_cleanly(capsys, tmp_path, ["sweep", "--config", str(cfg)], "key 'variant'", "did you mean 'balm'", "run variant=\"blam\"")
+    cfg = write_yaml(tmp_path / "s.yaml", {**base_config(tiny_data), "sweep": {"method": ["none", "blam"]}})
+    _fails_cleanly(capsys, tmp_path, ["sweep", "--config", str(cfg)], "key 'method'", "did you mean 'balm'", "run method=\"blam\"")
 
 
 def test_train_cli_writes_result(capsys, tmp_path, tiny_data):
-    cfg = write_yaml(tmp_path / "c.yaml", base_config(tiny_data, variant="balm"))
+    cfg = write_yaml(tmp_path / "c.yaml", base_config(tiny_data, method="balm"))
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--set", "epochs=1", "--set", "seed=5", "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "result.json").read_text())
-    assert res["config"]["epochs"] == 1 and res["config"]["seed"] == 5 and res["config"]["variant"] == "balm"
+    assert res["config"]["epochs"] == 1 and res["config"]["seed"] == 5 and res["config"]["method"] == "balm"
     printed = capsys.readouterr().out
     assert f"w-f1 {res['test']['wf1']:.4f}" in printed
 
@@ -73,7 +73,7 @@ def test_demo_sweep_is_the_documented_grid():
 
     sweep = expand(demo_sweep())
     assert len(sweep.runs) == 8
-    settings = {(tuple(r.config.rates.values()), r.config.variant, r.config.seed) for r in sweep.runs}
+    settings = {(tuple(r.config.rates.values()), r.config.method, r.config.seed) for r in sweep.runs}
     assert settings == {(rates, v, s) for rates in ((0.5, 0.7, 0.3), (0.3, 0.5, 0.7))
                         for v in ("none", "balm") for s in (0, 1)}
     assert {r.config.backbone for r in sweep.runs} == {"mmgcn"} and sweep.runs[0].config.data == "synthetic:iemocap"

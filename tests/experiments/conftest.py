@@ -20,5 +20,5 @@ def balm_run(tiny_data, tmp_path_factory):
     from balm.experiments.trainer import train
 
     out = tmp_path_factory.mktemp("run")
-    cfg = Config.from_dict(base_config(tiny_data, variant="balm", epochs=3, seed=3))
+    cfg = Config.from_dict(base_config(tiny_data, method="balm", epochs=3, seed=3))
     return cfg, out, train(cfg, out, quiet=True)

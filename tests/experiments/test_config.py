@@ -5,13 +5,13 @@ import json
 import pytest
 
 from balm.experiments.config import Config, ConfigError, load_config, parse_set
-from balm.experiments.sweep import NAMED_SETS, expand
+from balm.experiments.sweep import NAMED_SETS, expand, load_sweep
 from exp_helpers import base_config, write_yaml
 
 
 def test_defaults_and_roundtrip():
     cfg = Config.from_dict({"data": "synthetic:iemocap"})
-    assert cfg.backbone == "late_fusion" and cfg.variant == "none" and cfg.grad_clip == 2.0
+    assert cfg.backbone == "late_fusion" and cfg.method == "none" and cfg.grad_clip == 2.0
     again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
 
@@ -23,7 +23,7 @@ def test_data_is_required():
 
 @pytest.mark.parametrize(
     "key, suggestion",
-    [("epoch", "epochs"), ("learning_rate", None), ("batchsize", "batch_size"), ("varaint", "variant")],
+    [("epoch", "epochs"), ("learning_rate", None), ("batchsize", "batch_size"), ("varaint", "method")],
 )
 def test_unknown_key_suggests_closest(tmp_path, key, suggestion):
     f = write_yaml(tmp_path / "c.yaml", {"data": "synthetic:iemocap", key: 3})
@@ -67,7 +67,7 @@ def test_rates_out_of_range(rates, key):
         Config.from_dict({"data": "synthetic:iemocap", "rates": rates})
 
 
-@pytest.mark.parametrize("key, value, listed", [("backbone", "mmgnc", "mmgcn"), ("variant", "bal", "balm-d"),
+@pytest.mark.parametrize("key, value, listed", [("backbone", "mmgnc", "mmgcn"), ("method", "bal", "balm-d"),
                                                 ("loss", "focus", "focal"), ("mask_strategy", "papper", "exact")])
 def test_unknown_names_list_valid_ones(key, value, listed):
     with pytest.raises(ConfigError) as err:
@@ -91,12 +91,12 @@ def test_set_values_are_yaml_and_dotted():
 
 
 def test_sweep_expansion_named_sets_and_ids():
-    sweep = expand({**base_config("d"), "sweep": {"rates": "imr-permutations", "seed": 2, "variant": ["none", "balm"]}})
+    sweep = expand({**base_config("d"), "sweep": {"rates": "imr-permutations", "seed": 2, "method": ["none", "balm"]}})
     assert len(sweep.runs) == 6 * 2 * 2
     assert len({r.id for r in sweep.runs}) == len(sweep.runs)
     perms = {tuple(r.config.rates.values()) for r in sweep.runs}
     assert perms == {(0.3, 0.5, 0.7), (0.3, 0.7, 0.5), (0.5, 0.3, 0.7), (0.5, 0.7, 0.3), (0.7, 0.3, 0.5), (0.7, 0.5, 0.3)}
-    again = expand({**base_config("d"), "sweep": {"rates": "imr-permutations", "seed": 2, "variant": ["none", "balm"]}})
+    again = expand({**base_config("d"), "sweep": {"rates": "imr-permutations", "seed": 2, "method": ["none", "balm"]}})
     assert [r.id for r in again.runs] == [r.id for r in sweep.runs]  # stable ids
     assert NAMED_SETS["rates"]["smr"] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
     subsets = expand({**base_config("d"), "sweep": {"modalities": "subsets"}})
@@ -115,9 +115,22 @@ def test_sweep_errors_name_the_axis():
 
 
 def test_variant_options_are_checked_before_any_work():
-    with pytest.raises(ConfigError, match=r"variant_options.alpah.*did you mean 'alpha'"):
-        Config.from_dict({"data": "synthetic:iemocap", "variant": "ogm-ge", "variant_options": {"alpah": 0.2}})
-    with pytest.raises(ConfigError, match=r"variant_options.rho.*top-level key"):
-        Config.from_dict({"data": "synthetic:iemocap", "variant": "cggm", "variant_options": {"rho": 1.2}})
-    cfg = Config.from_dict({"data": "synthetic:iemocap", "variant": "cggm", "variant_options": {"lam": 0.5}})
-    assert cfg.variant == "cggm" and cfg.variant_options == {"lam": 0.5}
+    with pytest.raises(ConfigError, match=r"method_options.alpah.*did you mean 'alpha'"):
+        Config.from_dict({"data": "synthetic:iemocap", "method": "ogm-ge", "method_options": {"alpah": 0.2}})
+    with pytest.raises(ConfigError, match=r"method_options.rho.*top-level key"):
+        Config.from_dict({"data": "synthetic:iemocap", "method": "cggm", "method_options": {"rho": 1.2}})
+    cfg = Config.from_dict({"data": "synthetic:iemocap", "method": "cggm", "method_options": {"lam": 0.5}})
+    assert cfg.method == "cggm" and cfg.method_options == {"lam": 0.5}
+
+
+def test_old_key_names_still_work_with_a_warning(tmp_path):
+    with pytest.warns(FutureWarning, match="'variant' is now 'method'"):
+        cfg = Config.from_dict({"data": "synthetic:iemocap", "variant": "cggm", "variant_options": {"lam": 0.5}})
+    assert cfg.method == "cggm" and cfg.method_options == {"lam": 0.5} and "variant" not in cfg.to_dict()
+    with pytest.warns(FutureWarning):
+        with pytest.raises(ConfigError, match="set either 'variant' or 'method', not both"):
+            Config.from_dict({"data": "synthetic:iemocap", "variant": "balm", "method": "none"})
+    f = write_yaml(tmp_path / "s.yaml", {**base_config("d"), "sweep": {"variant": ["none", "balm"]}})
+    with pytest.warns(FutureWarning):
+        sweep = load_sweep(f)
+    assert [r.config.method for r in sweep.runs] == ["none", "balm"] and all("method" in r.setting for r in sweep.runs)

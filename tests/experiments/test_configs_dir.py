@@ -52,8 +52,8 @@ def test_compare_sweeps_run_every_method_at_its_own_noise_setting(name):
     cfgs = [r.config for r in sweep.runs]
     assert len(cfgs) == 420
     methods = {"none", "balm", "balm-d", "balm-s", "ogm-ge", "cggm", "ada2i"}
-    assert {(c.backbone, c.variant) for c in cfgs} == {(b, m) for b in ("late_fusion", "mmgcn") for m in methods}
+    assert {(c.backbone, c.method) for c in cfgs} == {(b, m) for b in ("late_fusion", "mmgcn") for m in methods}
     assert {c.seed for c in cfgs} == set(range(5)) and len({json.dumps(c.rates, sort_keys=True) for c in cfgs}) == 6
     for c in cfgs:
-        assert c.noise is (c.variant in ("ogm-ge", "ada2i", "none", "cggm"))
+        assert c.noise is (c.method in ("ogm-ge", "ada2i", "none", "cggm"))
     assert {r.setting["cases"] for r in sweep.runs} == methods

@@ -47,12 +47,12 @@ def test_the_doc_method_scales_by_its_formula(norm_match):
 
 
 def test_the_doc_method_trains_with_the_runner(norm_match, tiny_data, tmp_path):
-    cfg = Config.from_dict(base_config(tiny_data, variant="norm-match", variant_options={"strength": 0.5}))
+    cfg = Config.from_dict(base_config(tiny_data, method="norm-match", method_options={"strength": 0.5}))
     result = train(cfg, tmp_path / "run", quiet=True)
-    assert result["status"] == "finished" and result["config"]["variant"] == "norm-match"
+    assert result["status"] == "finished" and result["config"]["method"] == "norm-match"
     steps = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     coeffs = [s["coeff"] for s in steps if s["kind"] == "step"]
     assert coeffs and all(set(c) == {"audio", "text", "visual"} for c in coeffs)
     assert any(abs(v - 1.0) > 1e-3 for c in coeffs for v in c.values())  # it did rescale
     with pytest.raises(ConfigError, match=r"method 'norm-match' takes the options: .*strength"):
-        Config.from_dict(base_config(tiny_data, variant="norm-match", variant_options={"alpha": 0.1}))
+        Config.from_dict(base_config(tiny_data, method="norm-match", method_options={"alpha": 0.1}))

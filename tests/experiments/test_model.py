@@ -24,8 +24,8 @@ def test_checkpoint_reloads_and_reproduces_test_metrics(balm_run):
 
 @pytest.mark.parametrize("variant, options, stat", [("ogm-ge", {"alpha": 0.3}, "alpha"), ("cggm", {"lam": 0.5}, "lam")])
 def test_baselines_train_with_their_own_options(tmp_path, tiny_data, variant, options, stat):
-    cfg = Config.from_dict(base_config(tiny_data, variant=variant, variant_options=options, epochs=1))
+    cfg = Config.from_dict(base_config(tiny_data, method=variant, method_options=options, epochs=1))
     _, rebalancer = build_model(cfg, model_meta(prepare_data(cfg)), torch.device("cpu"))
     assert getattr(rebalancer, stat) == next(iter(options.values()))
     result = train(cfg, tmp_path / variant)
-    assert result["config"]["variant"] == variant and 0.0 <= result["test"]["wf1"] <= 1.0
+    assert result["config"]["method"] == variant and 0.0 <= result["test"]["wf1"] <= 1.0

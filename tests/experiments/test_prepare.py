@@ -26,10 +26,10 @@ def test_rates_count_and_names_checked_against_dataset():
 
 
 def test_rebalancing_variants_need_two_modalities():
-    cfg = Config.from_dict({"data": "x", "variant": "balm", "modalities": "L"})
+    cfg = Config.from_dict({"data": "x", "method": "balm", "modalities": "L"})
     with pytest.raises(ConfigError, match=r"key 'modalities'.*needs at least 2.*fcm-only"):
         resolve_modalities(cfg, ("audio", "text", "visual"))
-    assert resolve_modalities(cfg.replace(variant="fcm-only"), ("audio", "text", "visual")).modalities == ("text",)
+    assert resolve_modalities(cfg.replace(method="fcm-only"), ("audio", "text", "visual")).modalities == ("text",)
 
 
 @pytest.mark.parametrize("task, kw, key, words", [

@@ -24,7 +24,7 @@ def _result(cfg: Config, wf1: float) -> dict:
 
 
 def _folder(tmp_path):
-    cfg = Config.from_dict({"data": "synthetic:iemocap", "variant": "balm", "seed": 1, "backbone_options": {"hidden": 8}})
+    cfg = Config.from_dict({"data": "synthetic:iemocap", "method": "balm", "seed": 1, "backbone_options": {"hidden": 8}})
     runs = tmp_path / "runs"
     for name in ("a-1", "b-2", "old-3", "broken-4"):
         (runs / name).mkdir(parents=True)
@@ -33,7 +33,7 @@ def _folder(tmp_path):
     (runs / "broken-4" / "result.json").write_text('{"status": "finished", "te')
     plan = {"runs": [{"id": "a-1", "setting": {"cases": "balm-raw"}}, {"id": "b-2", "setting": {"cases": "none"}},
                      {"id": "broken-4", "setting": {"cases": "none"}}],
-            "cases": {"balm-raw": {"variant": "balm"}, "none": {}}}
+            "cases": {"balm-raw": {"method": "balm"}, "none": {}}}
     (tmp_path / "sweep.json").write_text(json.dumps(plan))
     return cfg
 
@@ -59,11 +59,11 @@ def test_summary_rows_and_csv(tmp_path):
     assert len(rows) == 1  # a-1 alone: b-2 and broken-4 unfinished, old-3 outside the plan
     row = rows[0]
     assert row["run_id"] == "a-1" and row["case"] == "balm-raw"
-    assert (row["rates"], row["modalities"], row["variant"], row["seed"], row["tau"]) == ("0.5/0.3/0.7", "audio+text", "balm", "1", "0.3")
+    assert (row["rates"], row["modalities"], row["method"], row["seed"], row["tau"]) == ("0.5/0.3/0.7", "audio+text", "balm", "1", "0.3")
     assert row["train_seconds"] == 1.235 and row["train_missing_audio"] == 0.5 and row["backbone_options.hidden"] == 8
     path = write_summary(tmp_path)
     lines = path.read_text().splitlines()
-    assert lines[0] == ("run_id,case,data,backbone,variant,rates,modalities,seed,tau,rho,epochs,test_acc,test_wf1,"
+    assert lines[0] == ("run_id,case,data,backbone,method,rates,modalities,seed,tau,rho,epochs,test_acc,test_wf1,"
                         "dev_acc,dev_wf1,best_epoch,epochs_run,train_seconds,train_missing_audio,train_missing_text,"
                         "backbone_options.hidden")
     assert next(csv.DictReader(open(path)))["test_wf1"] == "0.75"

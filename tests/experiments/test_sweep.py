@@ -17,7 +17,7 @@ from exp_helpers import base_config, write_yaml
 
 
 def _sweep_dict(data, **sweep):
-    return {**base_config(data, epochs=1, tsne_samples=0), "sweep": sweep or {"seed": [0, 1], "variant": ["none", "balm"]}}
+    return {**base_config(data, epochs=1, tsne_samples=0), "sweep": sweep or {"seed": [0, 1], "method": ["none", "balm"]}}
 
 
 def _results(out: Path) -> dict:
@@ -61,8 +61,8 @@ def test_runs_of_an_earlier_sweep_config_are_kept_on_disk_but_left_out(tiny_data
     first = expand(_sweep_dict(tiny_data, seed=[0], variant=["none", "balm"]))
     run_sweep(first, tmp_path)
     # the same sweep with balm at another setting: the none run keeps its id, balm gets a new one
-    second = expand(_sweep_dict(tiny_data, seed=[0], cases={"none": {"variant": "none"},
-                                                            "balm": {"variant": "balm", "noise": True}}))
+    second = expand(_sweep_dict(tiny_data, seed=[0], cases={"none": {"method": "none"},
+                                                            "balm": {"method": "balm", "noise": True}}))
     assert second.runs[0].id == first.runs[0].id and second.runs[1].id != first.runs[1].id
     said = []
     res = run_sweep(second, tmp_path, log=said.append)
@@ -134,7 +134,7 @@ def test_ray_backend_runs_the_sweep(tiny_data, tmp_path):
 def test_unbuildable_run_fails_before_any_output(tiny_data, tmp_path):
     # GCNet refuses a single modality: caught by building the model during the checks
     sweep = expand({**base_config(tiny_data, backbone="gcnet", backbone_options={}),
-                    "sweep": {"modalities": ["AL", "A"], "variant": ["none"]}})
+                    "sweep": {"modalities": ["AL", "A"], "method": ["none"]}})
     with pytest.raises(ConfigError, match=r"cannot build gcnet.*\['audio'\].*(run modalities=\"A\")"):
         run_sweep(sweep, tmp_path / "never")
     assert not (tmp_path / "never").exists()

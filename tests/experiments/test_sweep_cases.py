@@ -9,8 +9,8 @@ from balm.experiments.config import Config, ConfigError
 from balm.experiments.sweep import expand, load_sweep, run_sweep
 from exp_helpers import base_config, write_yaml
 
-CASES = {"none": {"variant": "none"}, "balm": {"variant": "balm"},
-         "balm-public": {"variant": "balm", "missing_aware": False, "coefficients": "raw"}}
+CASES = {"none": {"method": "none"}, "balm": {"method": "balm"},
+         "balm-public": {"method": "balm", "missing_aware": False, "coefficients": "raw"}}
 
 
 def _digest(cfg: Config) -> str:
@@ -37,37 +37,37 @@ def test_cases_are_crossed_with_the_other_axes_in_order(tiny_data):
 
 
 def test_sweep_without_cases_keeps_its_run_ids(tiny_data):
-    sweep = expand({**base_config(tiny_data), "sweep": {"variant": ["none", "balm"], "seed": [0, 1]}})
+    sweep = expand({**base_config(tiny_data), "sweep": {"method": ["none", "balm"], "seed": [0, 1]}})
     for r in sweep.runs:  # <swept values>-<sha1 of the resolved config>, no case part
-        assert r.id == f"{r.setting['variant']}_s{r.setting['seed']}-{_digest(r.config)}"
+        assert r.id == f"{r.setting['method']}_s{r.setting['seed']}-{_digest(r.config)}"
 
 
 def test_case_sweep_file_runs_and_records_the_cases(tiny_data, tmp_path):
     cfg = write_yaml(tmp_path / "cases.yaml", {**base_config(tiny_data, epochs=1, tsne_samples=0, checkpoint=False),
-                                               "sweep": {"cases": {"plain": {}, "fcm": {"variant": "fcm-only"}}}})
+                                               "sweep": {"cases": {"plain": {}, "fcm": {"method": "fcm-only"}}}})
     sweep = load_sweep(cfg, ["sweep.seed=[3]"])
     assert [r.setting for r in sweep.runs] == [{"cases": "plain", "seed": 3}, {"cases": "fcm", "seed": 3}]
-    assert sweep.runs[0].config.variant == "none" and sweep.runs[1].config.variant == "fcm-only"
+    assert sweep.runs[0].config.method == "none" and sweep.runs[1].config.method == "fcm-only"
     res = run_sweep(sweep, tmp_path / "out", workers=1)
     assert res["ran"] == 2 and not res["failed"]
     plan = json.loads((tmp_path / "out" / "sweep.json").read_text())
-    assert plan["cases"] == {"plain": {}, "fcm": {"variant": "fcm-only"}}
+    assert plan["cases"] == {"plain": {}, "fcm": {"method": "fcm-only"}}
     assert [r["setting"]["cases"] for r in plan["runs"]] == ["plain", "fcm"]
     for r in sweep.runs:
         res = json.loads((tmp_path / "out" / "runs" / r.id / "result.json").read_text())
-        assert res["config"]["variant"] == r.config.variant
+        assert res["config"]["method"] == r.config.method
 
 
 @pytest.mark.parametrize("cases, axes, match", [
-    ({"x": {"variant": "balm"}}, {"variant": ["none"]}, r"'variant' is set by case 'x' and swept as axis 'variant'"),
+    ({"x": {"method": "balm"}}, {"method": ["none"]}, r"'method' is set by case 'x' and swept as axis 'method'"),
     ({"x": {"backbone_options.hidden": 8}}, {"backbone_options": [{}]}, r"set by case 'x' and swept as axis"),
-    ({"a": {"variant": "balm"}, "b": {"variant": "balm", "coefficients": "guarded"}}, {},
+    ({"a": {"method": "balm"}, "b": {"method": "balm", "coefficients": "guarded"}}, {},
      r"cases 'a' and 'b' give the same run config"),
     ({"x": {"coeficients": "raw"}}, {}, r"key 'sweep.cases.x.coeficients'.*did you mean 'coefficients'"),
     ({"x": {"coefficients": "rough"}}, {}, r"key 'coefficients'.*unknown coefficient rule 'rough'.*run cases=\"x\""),
     ({"bad name": {}}, {}, r"a case name must be"),
     ({"x": ["variant", "balm"]}, {}, r"key 'sweep.cases.x'.*expected a mapping"),
-    ([{"variant": "balm"}], {}, r"key 'sweep.cases'.*mapping of case names"),
+    ([{"method": "balm"}], {}, r"key 'sweep.cases'.*mapping of case names"),
 ])
 def test_bad_cases_are_refused_naming_the_key(tiny_data, cases, axes, match):
     with pytest.raises(ConfigError, match=match):

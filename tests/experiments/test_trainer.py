@@ -84,7 +84,7 @@ def test_tensorboard_events_written(tiny_data, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = Config.from_dict(base_config(tiny_data, variant="balm-d", epochs=2, tensorboard=True))
+    cfg = Config.from_dict(base_config(tiny_data, method="balm-d", epochs=2, tensorboard=True))
     res = train(cfg, tmp_path, quiet=True)
     acc = EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()
@@ -94,7 +94,7 @@ def test_tensorboard_events_written(tiny_data, tmp_path):
 
 
 def test_modality_subset_drops_other_modalities(tiny_data, tmp_path):
-    cfg = Config.from_dict(base_config(tiny_data, variant="balm", modalities="AL", epochs=1))
+    cfg = Config.from_dict(base_config(tiny_data, method="balm", modalities="AL", epochs=1))
     res = train(cfg, tmp_path, quiet=True)
     assert res["dataset"]["used_modalities"] == ["audio", "text"]
     assert set(res["realised_rates"]["train"]) == {"audio", "text", "visual"}
@@ -114,7 +114,7 @@ def test_early_stopping_stops(tiny_data, tmp_path):
 
 
 def test_regression_binary_protocol(tiny_regression, tmp_path):
-    cfg = Config.from_dict(base_config(tiny_regression, variant="balm", epochs=2, batch_size=8))
+    cfg = Config.from_dict(base_config(tiny_regression, method="balm", epochs=2, batch_size=8))
     res = train(cfg, tmp_path, quiet=True)
     model = load_checkpoint(tmp_path / "checkpoint.pt")
     data = prepare_data(model.config)

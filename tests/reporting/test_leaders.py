@@ -39,7 +39,7 @@ def sweep(tmp_path):
                     acc, wf1 = (float(v) for v in rng.uniform(0.3, 0.7, 2))
                     metrics[(backbone, variant, ri, seed)] = {"acc": acc, "wf1": wf1}
                     write_run(tmp_path, f"{backbone}-{variant}-{ri}-{seed}",
-                              {"backbone": backbone, "variant": variant, "rates": rates, "seed": seed}, acc, wf1)
+                              {"backbone": backbone, "method": variant, "rates": rates, "seed": seed}, acc, wf1)
     return tmp_path, metrics
 
 
@@ -95,7 +95,7 @@ def test_tie_for_the_top_goes_to_the_first_column_and_seed_count_pairs_seeds(tmp
     # none and balm tie on mean W-F1 (0.5); balm is ahead on seed 1 only; cggm lags
     runs = {("none", 0): 0.6, ("none", 1): 0.4, ("balm", 0): 0.45, ("balm", 1): 0.55, ("cggm", 0): 0.3, ("cggm", 1): 0.3}
     for i, ((variant, seed), wf1) in enumerate(runs.items()):  # folder names keep this order
-        write_run(tmp_path, f"{i}-{variant}-{seed}", {"backbone": "mmgcn", "variant": variant, "rates": RATES[0], "seed": seed},
+        write_run(tmp_path, f"{i}-{variant}-{seed}", {"backbone": "mmgcn", "method": variant, "rates": RATES[0], "seed": seed},
                   0.5, wf1)
     lead = build_leaders(load_results(tmp_path))
     key = next(k for k in lead.rows if k[2] == "wf1")

@@ -37,7 +37,7 @@ def hand_sweep(tmp_path):
                     acc, wf1 = (float(x) for x in rng.uniform(0.3, 0.7, 2))
                     metrics[(backbone, variant, ri, seed)] = (acc, wf1)
                     write_run(tmp_path, f"{backbone}-{variant}-{ri}-{seed}",
-                               {"backbone": backbone, "variant": variant, "rates": rates, "seed": seed}, acc, wf1)
+                               {"backbone": backbone, "method": variant, "rates": rates, "seed": seed}, acc, wf1)
     return tmp_path, metrics
 
 
@@ -93,9 +93,9 @@ def test_paired_csv_matches_differences_computed_here(hand_sweep):
 
 
 def test_single_pair_has_zero_std_and_missing_reference_gives_no_cell(tmp_path):
-    write_run(tmp_path, "a", {"variant": "none", "rates": RATES[0], "seed": 0}, 0.50, 0.40)
-    write_run(tmp_path, "b", {"variant": "fcm-only", "rates": RATES[0], "seed": 0}, 0.45, 0.46)
-    write_run(tmp_path, "c", {"variant": "fcm-only", "rates": RATES[0], "seed": 1}, 0.60, 0.60)  # no none at seed 1
+    write_run(tmp_path, "a", {"method": "none", "rates": RATES[0], "seed": 0}, 0.50, 0.40)
+    write_run(tmp_path, "b", {"method": "fcm-only", "rates": RATES[0], "seed": 0}, 0.45, 0.46)
+    write_run(tmp_path, "c", {"method": "fcm-only", "rates": RATES[0], "seed": 1}, 0.60, 0.60)  # no none at seed 1
     t = build_paired(load_results(tmp_path))
     assert t.references == ["none"]  # no balm run: only one reference
     cells = list(t.cells.values())
@@ -110,8 +110,8 @@ def test_single_pair_has_zero_std_and_missing_reference_gives_no_cell(tmp_path):
 def case_sweep(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("cases")
     sweep = expand({**base_config(tiny_data, epochs=1, tsne_samples=0, checkpoint=False),
-                    "sweep": {"cases": {"none": {"variant": "none"}, "balm": {"variant": "balm"},
-                                        "balm-raw": {"variant": "balm", "coefficients": "raw"}},
+                    "sweep": {"cases": {"none": {"method": "none"}, "balm": {"method": "balm"},
+                                        "balm-raw": {"method": "balm", "coefficients": "raw"}},
                               "seed": [0, 1]}})
     run_sweep(sweep, out, workers=2)
     return out, sweep

@@ -19,7 +19,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def sweep_dir(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     sweep = expand({**base_config(tiny_data, epochs=2, tsne_samples=40),
-                    "sweep": {"rates": [[0.5, 0.7, 0.3], [0.3, 0.5, 0.0]], "variant": ["none", "balm"], "seed": [0, 1]}})
+                    "sweep": {"rates": [[0.5, 0.7, 0.3], [0.3, 0.5, 0.0]], "method": ["none", "balm"], "seed": [0, 1]}})
     assert len(sweep.runs) == 8
     run_sweep(sweep, out, workers=2)
     return out
@@ -30,7 +30,7 @@ def _by_cell(sweep_dir: Path):
     for d in (sweep_dir / "runs").iterdir():
         res = json.loads((d / "result.json").read_text())
         rates = "(" + ", ".join(f"{v:g}" for v in res["config"]["rates"]) + ")"
-        model = "late_fusion" if res["config"]["variant"] == "none" else "late_fusion+balm"
+        model = "late_fusion" if res["config"]["method"] == "none" else "late_fusion+balm"
         cells.setdefault((rates, model), []).append(res["test"])
     return cells
 
@@ -75,7 +75,7 @@ def test_report_figures_and_lemma1_fit(sweep_dir):
     xs, ys = [], []
     for d in (sweep_dir / "runs").iterdir():
         res = json.loads((d / "result.json").read_text())
-        if res["config"]["variant"] != "none":
+        if res["config"]["method"] != "none":
             continue
         steps = [json.loads(l) for l in open(d / "stats.jsonl") if '"kind":"step"' in l]
         xs.append(1 - res["realised_rates"]["train"]["visual"])

@@ -28,7 +28,7 @@ def demo_sweep(backbone: str = "mmgcn", epochs: int = 8) -> dict:
         "tau": 0.3,
         "rho": 1.4,
         "tsne_samples": 300,
-        "sweep": {"rates": DEMO_RATES, "variant": ["none", "balm"], "seed": [0, 1]},
+        "sweep": {"rates": DEMO_RATES, "method": ["none", "balm"], "seed": [0, 1]},
     }
 
 

@@ -9,7 +9,7 @@ import sys
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train one configuration (backbone + BALM variant) and evaluate it",
+        help="train one configuration (backbone + balancing method) and evaluate it",
         description="Train one configuration. Writes DIR/result.json (last), checkpoint.pt, stats.jsonl, "
         "tsne.npz and TensorBoard events in DIR/tb. Keys: docs/experiments.md or --list-keys.",
     )

@@ -2,7 +2,7 @@
 
 Validation is strict and happens before any work: an unknown key is an error that suggests the
 closest valid key, a value of the wrong type or out of range is an error naming the key, and
-unknown backbones, variants or backbone options are errors listing the valid ones.
+unknown backbones, methods or backbone options are errors listing the valid ones.
 Checks that need the dataset (the number of modalities, the number of classes) are done by
 :func:`balm.experiments.prepare.check_against_dataset`, before a run creates any output.
 """
@@ -15,6 +15,7 @@ import inspect
 import json
 import math
 import re
+import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -156,10 +157,17 @@ def _backbones() -> tuple[str, ...]:
     return tuple(BACKBONES)
 
 
-def _variants() -> tuple[str, ...]:
-    from balm.methods import names
+def _method(key: str, v: Any) -> str:
+    """A registered method name, or ``package.module:Class`` naming a rebalancer class."""
+    from balm.methods import get, names
 
-    return names()
+    if isinstance(v, str) and ":" in v:
+        try:
+            get(v)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=key) from None
+        return v
+    return _choice(names, "method")(key, v)
 
 
 def _strategies() -> tuple[str, ...]:
@@ -245,10 +253,12 @@ class Config:
     data: str = _opt(_data, "dataset: a native dataset directory or synthetic:iemocap | synthetic:mosei", type_doc="str")
     backbone: str = _opt(_choice(_backbones, "backbone"), "backbone name", "late_fusion", "str")
     backbone_options: dict = _opt(_mapping, "keyword arguments of the backbone's constructor", {}, "mapping")
-    variant: str = _opt(_choice(_variants, "variant"), "BALM variant (none, fcm-only, grm-only, balm, balm-d, balm-s, "
-                        "balm-m) or baseline (ogm-ge, cggm, ada2i)", "none", "str")
-    variant_options: dict = _opt(_mapping, "method-specific keywords of the variant beyond the keys below, e.g. "
-                                 "{alpha: 0.1} for ogm-ge / ada2i, {lam: 0.2} for cggm (docs/baselines.md)", {}, "mapping")
+    method: str = _opt(_method, "balancing method: a BALM variant (none, fcm-only, grm-only, balm, balm-d, balm-s, "
+                       "balm-m), a baseline (ogm-ge, cggm, ada2i), a registered name or package.module:Class "
+                       "(formerly 'variant')", "none", "str")
+    method_options: dict = _opt(_mapping, "options of the chosen method beyond the keys below, e.g. {alpha: 0.1} for "
+                                "ogm-ge / ada2i, {magnitude: 1.3, lam: 0.2} for cggm, {modulate: update} for any "
+                                "(docs/plugin.md, docs/baselines.md); formerly 'variant_options'", {}, "mapping")
     rates: Any = _opt(_rates, "missing rates: one per dataset modality (list in dataset order or mapping name -> rate), "
                       "one number for a shared rate (SMR), or null to keep the dataset's stored masks", None,
                       "list | mapping | float | null")
@@ -301,6 +311,7 @@ class Config:
         try:
             if not isinstance(data, Mapping):
                 raise ConfigError(f"expected a mapping of keys to values, got {_tname(data)}")
+            data = canonical_mapping(data)
             valid = cls.keys()
             for k in data:
                 if k not in valid:
@@ -321,7 +332,7 @@ class Config:
 
     def _check_cross(self) -> None:
         check_backbone_options(self.backbone, self.backbone_options)
-        check_variant_options(self.variant, self.variant_options)
+        check_method_options(self.method, self.method_options)
         if self.modulation_end is not None and self.modulation_end <= self.modulation_start:
             raise ConfigError(f"must be > modulation_start ({self.modulation_start}), got {self.modulation_end}",
                               key="modulation_end")
@@ -362,8 +373,9 @@ def _bare(exc: ConfigError) -> str:
 
 
 def _unknown(key: str, valid: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    old = {k: v for k, v in KEY_ALIASES.items() if v in valid}  # a misspelt old name suggests the new one
+    close = difflib.get_close_matches(key, tuple(valid) + tuple(old), n=1, cutoff=0.5)
+    hint = f"; did you mean {old.get(close[0], close[0])!r}?" if close else ""
     return f"unknown key{hint} valid keys: {', '.join(valid)}"
 
 
@@ -391,24 +403,52 @@ def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
             raise ConfigError(_unknown(k, valid).replace("valid keys", f"options of {name}"), key=f"backbone_options.{k}")
 
 
-# keys of the config that the trainer offers to every method; variant_options may not repeat them
-VARIANT_KEYS = ("d_global", "rho", "tau", "noise", "missing_aware", "coefficients", "delta_mode", "lr",
+# keys of the config that the trainer offers to every method; method_options may not repeat them
+SHARED_KEYS = ("d_global", "rho", "tau", "noise", "missing_aware", "coefficients", "delta_mode", "lr",
                 "weight_decay", "start_epoch", "end_epoch")
 
 
-def check_variant_options(method: str, options: Mapping[str, Any]) -> None:
-    """``variant_options`` must be options of the chosen method (and not top-level keys)."""
+def check_method_options(method: str, options: Mapping[str, Any]) -> None:
+    """``method_options`` must be options of the chosen method (and not top-level keys)."""
     from balm.methods import method_options
 
-    valid = sorted(set(method_options(method)) - set(VARIANT_KEYS))
+    valid = sorted(set(method_options(method)) - set(SHARED_KEYS))
     for k in options:
-        if k in VARIANT_KEYS:
+        if k in SHARED_KEYS:
             key = {"start_epoch": "modulation_start", "end_epoch": "modulation_end"}.get(k, k)
-            raise ConfigError(f"is a top-level key; set {key!r} instead", key=f"variant_options.{k}")
+            raise ConfigError(f"is a top-level key; set {key!r} instead", key=f"method_options.{k}")
         if k not in valid:
             listed = ", ".join(valid) if valid else "none"
             raise ConfigError(f"{_unknown(k, tuple(valid)).split(' valid keys')[0]} method {method!r} takes the "
-                              f"options: {listed}", key=f"variant_options.{k}")
+                              f"options: {listed}", key=f"method_options.{k}")
+
+
+# old key names, still read (with a FutureWarning) so existing configs keep working
+KEY_ALIASES = {"variant": "method", "variant_options": "method_options"}
+
+
+def canonical_key(key: str) -> str:
+    """``key`` with an old top-level name (:data:`KEY_ALIASES`) replaced, warning once per use."""
+    top, dot, rest = str(key).partition(".")
+    if top not in KEY_ALIASES:
+        return key
+    new = KEY_ALIASES[top]
+    warnings.warn(f"config key {top!r} is now {new!r}; {top!r} still works but will be removed", FutureWarning,
+                  stacklevel=3)
+    return new + dot + rest
+
+
+def canonical_mapping(data: Mapping[str, Any], source: str | None = None) -> dict:
+    """``data`` with old top-level key names replaced; giving both the old and the new name is an error."""
+    if not any(k in KEY_ALIASES for k in data):
+        return dict(data)
+    out = {}
+    for k, v in data.items():
+        new = canonical_key(k)
+        if new in out or (new != k and new in data):
+            raise ConfigError(f"set either {k!r} or {new!r}, not both", key=new, source=source)
+        out[new] = v
+    return out
 
 
 # --------------------------------------------------------------------------- overrides and loading
@@ -424,14 +464,14 @@ def parse_set(items: list[str] | None) -> list[tuple[str, Any]]:
         k = k.strip()
         if not k:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        out.append((k, parse_value(v)))
+        out.append((canonical_key(k), parse_value(v)))
     return out
 
 
 def apply_overrides(data: dict, overrides: list[tuple[str, Any]], valid: tuple[str, ...] | None = None) -> dict:
     """Return a copy of ``data`` with dotted-key overrides applied; unknown top-level keys error."""
     valid = valid or Config.keys()
-    out = json.loads(json.dumps(data, default=str)) if data else {}
+    out = json.loads(json.dumps(canonical_mapping(data), default=str)) if data else {}
     for key, value in overrides:
         parts = key.split(".")
         if parts[0] not in valid:

@@ -91,7 +91,7 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
         kw["num_speakers"] = meta["num_speakers"]
     backbone = build_backbone(cfg.backbone, dims, out_dim, **kw).to(device)
     parts = build_method(
-        cfg.variant,
+        cfg.method,
         dims=dims,
         encoders=backbone.encoders,
         embed_dims=backbone.embed_dims,
@@ -99,7 +99,7 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
         task=task,
         num_classes=meta["num_classes"] if task == "classification" else None,
         shared=shared_options(cfg),
-        **cfg.variant_options,
+        **cfg.method_options,
     )
     inputs = parts.input_module.to(device) if parts.input_module is not None else None
     rebalancer = parts.rebalancer.to(device) if parts.rebalancer is not None else None
@@ -111,19 +111,19 @@ _BUILT: set[str] = set()
 
 def check_buildable(cfg: Config, dataset: Dataset | None = None) -> None:
     """The dataset-dependent checks of ``cfg``, then one build of its model on the CPU (cached per
-    architecture), so that an option the backbone or the variant rejects fails before any work,
+    architecture), so that an option the backbone or the method rejects fails before any work,
     as a ConfigError."""
     ds, selection = check_config(cfg, dataset)
     meta = _meta(ds, selection.modalities)
-    key = json.dumps([meta, cfg.backbone, cfg.backbone_options, cfg.variant, cfg.d_global, cfg.modulation_start,
+    key = json.dumps([meta, cfg.backbone, cfg.backbone_options, cfg.method, cfg.method_options, cfg.d_global, cfg.modulation_start,
                       cfg.modulation_end], sort_keys=True, default=str)
     if key in _BUILT:
         return
     try:
         build_model(cfg, meta, torch.device("cpu"))
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"cannot build {cfg.backbone} + {cfg.variant} for modalities {list(selection.modalities)}: "
-                          f"{exc}", key="backbone_options" if cfg.variant == "none" else "variant") from None
+        raise ConfigError(f"cannot build {cfg.backbone} + {cfg.method} for modalities {list(selection.modalities)}: "
+                          f"{exc}", key="backbone_options" if cfg.method == "none" else "method") from None
     _BUILT.add(key)
 
 

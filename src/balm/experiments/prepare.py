@@ -18,8 +18,8 @@ from balm.masking.rates import MissingRates, check_rates
 
 from .config import Config, ConfigError
 
-# variants without a gradient-rebalancing part, the only ones that make sense on one modality
-SINGLE_MODALITY_VARIANTS = ("none", "fcm-only")
+# methods without a gradient-rebalancing part, the only ones that make sense on one modality
+SINGLE_MODALITY_METHODS = ("none", "fcm-only")
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,10 @@ def resolve_modalities(cfg: Config, dataset_modalities: tuple[str, ...]) -> Sele
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown modality {m!r}{hint} the dataset has {list(mods)}", key="modalities")
     selected = tuple(m for m in mods if m in selected)  # keep dataset order
-    if len(selected) < 2 and cfg.variant not in SINGLE_MODALITY_VARIANTS:
+    if len(selected) < 2 and cfg.method not in SINGLE_MODALITY_METHODS:
         raise ConfigError(
-            f"variant {cfg.variant!r} rebalances gradients between modalities and needs at least 2, but only "
-            f"{list(selected)} is selected; on one modality use {' or '.join(SINGLE_MODALITY_VARIANTS)}",
+            f"method {cfg.method!r} rebalances gradients between modalities and needs at least 2, but only "
+            f"{list(selected)} is selected; on one modality use {' or '.join(SINGLE_MODALITY_METHODS)}",
             key="modalities")
     return Selection(selected, rates, test_rates)
 

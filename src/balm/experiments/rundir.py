@@ -28,7 +28,7 @@ RUNS = "runs"
 RESULT = "result.json"
 CASES = "cases"  # the sweep axis of named override mappings, and the plan's key for them
 
-SUMMARY_KEYS = ("data", "backbone", "variant", "rates", "modalities", "seed", "tau", "rho", "epochs")
+SUMMARY_KEYS = ("data", "backbone", "method", "rates", "modalities", "seed", "tau", "rho", "epochs")
 METRIC_COLUMNS = ("test_acc", "test_wf1", "dev_acc", "dev_wf1", "best_epoch", "epochs_run", "train_seconds")
 
 

@@ -33,6 +33,7 @@ from .config import (
     ConfigError,
     _unknown,
     apply_overrides,
+    canonical_mapping,
     parse_set,
     read_mapping,
 )
@@ -67,7 +68,7 @@ NAMED_SETS: dict[str, dict[str, list]] = {
     },
     "tau": {"table7": [0.1, 0.4, 0.7, 1.0, 1.3]},
     "rho": {"table7": [1.0, 1.2, 1.4, 1.6, 1.8]},
-    "variant": {
+    "method": {
         "all": ["none", "fcm-only", "grm-only", "balm", "balm-d", "balm-s", "balm-m"],
         "paper": ["none", "balm", "balm-d", "balm-s", "balm-m", "fcm-only"],
     },
@@ -111,7 +112,7 @@ def _axis_values(key: str, value: Any, source: str | None) -> list:
     return list(value)
 
 
-_ABBREV = {"rates": "r", "seed": "s", "modalities": "m", "tau": "tau", "rho": "rho", "data": "", "backbone": "", "variant": "",
+_ABBREV = {"rates": "r", "seed": "s", "modalities": "m", "tau": "tau", "rho": "rho", "data": "", "backbone": "", "method": "",
            "cases": ""}
 
 _CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -126,7 +127,7 @@ def _cases(value: Any, valid: tuple[str, ...], source: str | None) -> dict[str, 
     """Validate ``sweep.cases``: a mapping of case names to mappings of train-key overrides."""
     if not isinstance(value, dict) or not value:
         raise ConfigError("expected a non-empty mapping of case names to mappings of train-key overrides, "
-                          f"e.g. {{balm-raw: {{variant: balm, coefficients: raw}}}}, got {value!r}",
+                          f"e.g. {{balm-raw: {{method: balm, coefficients: raw}}}}, got {value!r}",
                           key=f"sweep.{CASES}", source=source)
     out = {}
     for name, overrides in value.items():
@@ -138,11 +139,12 @@ def _cases(value: Any, valid: tuple[str, ...], source: str | None) -> dict[str, 
         if not isinstance(overrides, dict):
             raise ConfigError(f"expected a mapping of train keys to values, got {overrides!r}",
                               key=f"sweep.{CASES}.{name}", source=source)
+        overrides = canonical_mapping({str(k): v for k, v in overrides.items()}, source)
         for k in overrides:
-            top = str(k).split(".")[0]
+            top = k.split(".")[0]
             if top not in valid:
                 raise ConfigError(_unknown(top, valid), key=f"sweep.{CASES}.{name}.{k}", source=source)
-        out[name] = {str(k): v for k, v in overrides.items()}
+        out[name] = overrides
     return out
 
 
@@ -161,11 +163,12 @@ def expand(data: dict, *, source: str | None = None) -> Sweep:
     ``cases`` axis contributes, per case, all of its overrides at its position; a key may not be
     both an axis and set by a case, and two cases may not give the same run config.
     """
-    data = dict(data)
+    data = canonical_mapping(data, source)
     spec = data.pop("sweep", None)
     if not isinstance(spec, dict) or not spec:
         raise ConfigError("a sweep config needs a non-empty 'sweep:' mapping of keys to lists of values", key="sweep",
                           source=source)
+    spec = canonical_mapping(spec, source)
     valid = Config.keys()
     for k in data:
         if k not in valid:

@@ -1,9 +1,9 @@
-"""Tables of a sweep: mean ± std over seeds, rows = settings, columns = backbone + variant.
+"""Tables of a sweep: mean ± std over seeds, rows = settings, columns = backbone + method.
 
 The setting of a run is the set of config keys that vary across the sweep's runs, except the
-model (``backbone``, ``variant``) and the seeds (``seed``, ``mask_seed``). In a sweep with a
+model (``backbone``, ``method``) and the seeds (``seed``, ``mask_seed``). In a sweep with a
 ``cases`` axis the column is backbone + case name instead, and the keys the cases set are part
-of the column, not of the setting (a ``variant`` axis crossed with cases stays a setting key).
+of the column, not of the setting (a ``method`` axis crossed with cases stays a setting key).
 Means and standard deviations are over the runs sharing model and setting (normally the seeds);
 the standard deviation is the sample one (``ddof=1``), 0 for a single run.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-MODEL_KEYS = ("backbone", "variant")
+MODEL_KEYS = ("backbone", "method")
 SEED_KEYS = ("seed", "mask_seed")
 LETTERS = {"audio": "A", "visual": "V", "text": "L"}
 
@@ -38,12 +38,12 @@ class RunResult:
 
     @property
     def column(self) -> str:
-        """The case name, or the variant outside case sweeps (``none`` and ``balm`` are the references)."""
-        return self.case if self.case is not None else self.config["variant"]
+        """The case name, or the method outside case sweeps (``none`` and ``balm`` are the references)."""
+        return self.case if self.case is not None else self.config["method"]
 
     @property
     def model(self) -> str:
-        """Column label: ``backbone`` for ``none``, else ``backbone+<variant or case>``."""
+        """Column label: ``backbone`` for ``none``, else ``backbone+<method or case>``."""
         c = self.config
         return c["backbone"] if self.column == "none" else f"{c['backbone']}+{self.column}"
 
@@ -77,7 +77,7 @@ def _canon(v: Any) -> str:
 
 def setting_keys(runs: list[RunResult]) -> list[str]:
     """Config keys whose values differ across runs, in config order, except the seed keys and the
-    column's keys: ``backbone`` and ``variant``, or with cases ``backbone`` and the keys the cases set."""
+    column's keys: ``backbone`` and ``method``, or with cases ``backbone`` and the keys the cases set."""
     if not runs:
         return []
     keys = list(runs[0].config)
