@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from balm.backbones._sequence import SpeakerGroups, run_by_speaker, run_packed
+from balm.backbones.graph import multimodal_adjacency
 from balm.backbones.mmdfn import MMDFN
 from balm.backbones.registry import build_backbone
 from balm.data.batch import Batch
@@ -88,7 +89,7 @@ def test_graph_equals_per_dialogue_loop():
     with torch.no_grad():
         z = [model.encoders[m](batch.features[m], batch.lengths, groups) for m in model.modalities]
         nodes = torch.stack(z, 1)
-        adj, _ = model.graph_ops.build(nodes, batch.valid, None)
+        adj = multimodal_adjacency(nodes, batch.valid, None)
         dense = adj.to_dense()
     T = batch.valid.shape[1]
     M = len(DIMS3)
@@ -228,7 +229,7 @@ def test_mask_missing_nodes_cuts_their_edges():
     with torch.no_grad():
         nodes = torch.stack([model.encoders[m](batch.features[m], batch.lengths, groups) for m in DIMS3], 1)
         present = torch.stack([batch.masks[m] for m in DIMS3], 1)
-        adj, _ = model.graph_ops.build(nodes, batch.valid, present)
+        adj = multimodal_adjacency(nodes, batch.valid, present)
         dense = adj.to_dense()[0]
     alive = present[0].reshape(-1)
     off_diag = dense - torch.diag(torch.diag(dense))

@@ -42,7 +42,7 @@ from .config import Config, backbone_parameters, check_against_dataset, rates_in
 from .io import atomic_write, atomic_write_json, dumps_line
 
 RESULT_SCHEMA = "balm-result/1"
-CHECKPOINT_FORMAT = "balm-checkpoint/1"
+CHECKPOINT_FORMAT = "balm-checkpoint/2"  # 2: MMGCN text encoder and MM-DFN layers renamed (shared BiRNN, GCNIIConv)
 
 # --------------------------------------------------------------------------- data
 
