@@ -57,8 +57,8 @@ class MMDFN(Backbone):
         p = Â h̃;  θ_l = log(λ/l + 1)
         h^(l) = ReLU(θ_l [p; h^(0)] W_l + (1 − θ_l)((1 − α) p + α h^(0))) + q
 
-    (``gated=False``: no cell and no ``+ q``, i.e. GCNII as in MMGCN). Fused h_i =
-    ReLU(dropout([dropout(z_i^m); h_i^{m,(L)}]_m)) and ŷ_i = W_pred h_i (Eq. 13).
+    (inside the ReLU: :class:`.graph.GCNIIConv`, MMGCN's layer; ``gated=False``: no cell and no
+    ``+ q``). Fused h_i = ReLU(dropout([dropout(z_i^m); h_i^{m,(L)}]_m)) and ŷ_i = W_pred h_i (Eq. 13).
 
     ``mask_missing_nodes=True`` removes the edges of nodes whose modality is missing (default:
     they stay, with the encoder's output for their zero input, as in the public code).
