@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,6 +14,16 @@ from balm.methods import build_method
 
 from balm.data.batch import Batch, collate
 from balm.data.dataset import Split
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_bench(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def random_split(

@@ -1,7 +1,6 @@
 """GCNet: window graph and relation types against a per-dialogue loop, RGCN/GraphConv against
 dense loops, batch independence, shapes, BALM variants."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,11 @@ from balm.backbones._sequence import BiRNN
 from balm.backbones.gcnet import GCNet, GraphConv, RelationalGraphConv, window_edges
 from balm.backbones.registry import build_backbone
 from balm.data.batch import Batch
-from backbone_batches import train_steps
+from backbone_batches import load_bench, train_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 DIMS3 = {"audio": 7, "text": 5, "visual": 4}
 SMALL = dict(proj_dim=6, hidden=5, graph_hidden=4, dropout=0.0, num_speakers=3)
-
-
-def load_bench(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def random_batch(dims, lengths, seed=0, rates=None, task="classification", classes=3, speakers=3):
@@ -132,17 +124,6 @@ def test_graphconv_equals_dense_loop():
         A[d, s] += 1
     ref = (A @ x) @ conv.rel.weight.T + conv.rel.bias + x @ conv.root.weight.T
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
-
-
-@pytest.mark.parametrize("time_attn", [False, True])
-def test_slow_loop_model_gives_same_outputs(time_attn):
-    torch.manual_seed(2)
-    model = GCNet(DIMS3, 3, time_attn=time_attn, **SMALL).eval()
-    slow = load_bench("slow_gcnet").make_slow(model)
-    batch = random_batch(DIMS3, [6, 3, 5, 1], seed=2)
-    with torch.no_grad():
-        a, b = model(batch), slow(batch)
-    torch.testing.assert_close(a.prediction, b.prediction, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("time_attn", [False, True])

@@ -1,6 +1,5 @@
 """MM-DFN: graph against a per-dialogue loop, speaker context, batch independence, shapes, BALM."""
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from balm.backbones._sequence import SpeakerGroups, run_by_speaker, run_packed
+from balm.backbones.graph import multimodal_adjacency
 from balm.backbones.mmdfn import MMDFN
 from balm.backbones.registry import build_backbone
 from balm.data.batch import Batch
@@ -17,13 +17,6 @@ from backbone_batches import train_steps
 ROOT = Path(__file__).resolve().parents[2]
 DIMS3 = {"audio": 7, "text": 5, "visual": 4}
 SMALL = dict(hidden=12, context_dim=6, graph_hidden=8, num_layers=4, dropout=0.0)
-
-
-def load_bench(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def random_batch(dims, lengths, seed=0, rates=None, task="classification", classes=3):
@@ -88,7 +81,7 @@ def test_graph_equals_per_dialogue_loop():
     with torch.no_grad():
         z = [model.encoders[m](batch.features[m], batch.lengths, groups) for m in model.modalities]
         nodes = torch.stack(z, 1)
-        adj, _ = model.graph_ops.build(nodes, batch.valid, None)
+        adj = multimodal_adjacency(nodes, batch.valid, None)
         dense = adj.to_dense()
     T = batch.valid.shape[1]
     M = len(DIMS3)
@@ -100,17 +93,6 @@ def test_graph_equals_per_dialogue_loop():
         # nothing links real nodes to padding
         pad = torch.cat([torch.arange(L, T) + m * T for m in range(M)])
         assert float(dense[b][rows][:, pad].abs().sum()) == 0.0
-
-
-def test_slow_loop_model_gives_same_outputs():
-    torch.manual_seed(1)
-    model = MMDFN(DIMS3, 3, **SMALL).eval()
-    slow = load_bench("slow_mmdfn").make_slow(model)
-    batch = random_batch(DIMS3, [6, 3, 5, 1], seed=2)
-    with torch.no_grad():
-        a, b = model(batch), slow(batch)
-    torch.testing.assert_close(a.prediction, b.prediction, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(a.fused, b.fused, atol=1e-5, rtol=1e-4)
 
 
 def test_speaker_context_equals_loop_over_speakers():
@@ -228,7 +210,7 @@ def test_mask_missing_nodes_cuts_their_edges():
     with torch.no_grad():
         nodes = torch.stack([model.encoders[m](batch.features[m], batch.lengths, groups) for m in DIMS3], 1)
         present = torch.stack([batch.masks[m] for m in DIMS3], 1)
-        adj, _ = model.graph_ops.build(nodes, batch.valid, present)
+        adj = multimodal_adjacency(nodes, batch.valid, present)
         dense = adj.to_dense()[0]
     alive = present[0].reshape(-1)
     off_diag = dense - torch.diag(torch.diag(dense))

@@ -1,4 +1,5 @@
-"""Every file in configs/ loads and validates (train configs and sweeps), catching typos."""
+"""Every file in configs/ loads and dry-runs: train configs and every run of every sweep validate,
+and with ``data`` set to the matching synthetic set the dataset-dependent checks pass too."""
 
 import json
 from pathlib import Path
@@ -7,44 +8,75 @@ import pytest
 
 from balm.experiments.config import load_config, read_mapping
 from balm.experiments.sweep import check_runs, load_sweep
+from balm.experiments.prepare import check_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FILES = sorted(p for p in CONFIGS.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+DATASETS = ("iemocap", "mosei")
+PAPER = ("mmgcn.yaml", "mmdfn.yaml", "gcnet.yaml", "mmgcn-variants.yaml", "mmgcn-smr.yaml", "mmgcn-modalities.yaml",
+         "mmgcn-unimodal.yaml", "mmgcn-tau-rho.yaml", "mmgcn-fcm.yaml")
 
 
-def test_there_are_configs_for_both_datasets_and_synthetic():
-    rel = {p.relative_to(CONFIGS).as_posix() for p in FILES}
-    for ds in ("iemocap", "mosei"):
-        for name in ("mmgcn.yaml", "mmdfn.yaml", "gcnet.yaml", "mmgcn-variants.yaml", "mmgcn-smr.yaml",
-                     "mmgcn-modalities.yaml", "mmgcn-unimodal.yaml", "mmgcn-tau-rho.yaml", "mmgcn-fcm.yaml"):
-            assert f"{ds}/{name}" in rel and f"synthetic/{ds}/{name}" in rel
+def rel(path: Path) -> str:
+    return path.relative_to(CONFIGS).as_posix()
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
-def test_config_file_is_valid(path):
-    if "sweep" in read_mapping(path):
-        sweep = load_sweep(path)
-        assert sweep.runs
-        cfgs = [r.config for r in sweep.runs]
-        if cfgs[0].data.startswith("synthetic:"):  # dataset-dependent checks need the data
-            check_runs(sweep.runs, source=str(path))
+def synthetic_twin(data: str) -> str:
+    """The built-in synthetic set matching a config's ``data`` (data/iemocap -> synthetic:iemocap)."""
+    if data.startswith("synthetic:"):
+        return data
+    name = Path(data).name
+    assert name in DATASETS, f"no synthetic set matches data {data!r}"
+    return f"synthetic:{name}"
+
+
+def test_there_are_configs_for_both_datasets():
+    names = {rel(p) for p in FILES}
+    assert {f"{ds}/{name}" for ds in DATASETS for name in PAPER} <= names
+    assert not any(n.startswith("synthetic/") for n in names)  # --set data=synthetic:<dataset> replaces them
+
+
+@pytest.mark.parametrize("path", FILES, ids=rel)
+def test_config_file_is_valid_and_passes_the_dataset_checks_on_synthetic_data(path):
+    is_sweep = "sweep" in read_mapping(path)
+    cfgs = [r.config for r in load_sweep(path).runs] if is_sweep else [load_config(path)]
+    assert cfgs
+    data = {c.data for c in cfgs}
+    assert len(data) == 1
+    overrides = [f"data={synthetic_twin(data.pop())}"]
+    if is_sweep:
+        sweep = load_sweep(path, overrides)
+        assert [r.setting for r in sweep.runs] == [r.setting for r in load_sweep(path).runs]
+        check_runs(sweep.runs, source=str(path))  # what `balm sweep --dry-run` checks: rates, modalities, loss, build
     else:
-        cfg = load_config(path)
-        cfgs = [cfg]
-        if cfg.data.startswith("synthetic:"):
-            from balm.experiments.prepare import check_config
-
-            check_config(cfg)
-    if path.relative_to(CONFIGS).parts[0] == "study":  # docs/study.md: several backbones in one sweep
+        check_config(load_config(path, overrides))
+    top = path.relative_to(CONFIGS).parts[0]
+    if top == "study":  # docs/study.md: several backbones in one sweep
         assert all(c.data.startswith("synthetic:") for c in cfgs)
         return
     for c in cfgs:
-        if "synthetic" not in path.parts:
-            assert c.data == f"data/{path.parent.name}"
+        if top in DATASETS:
+            assert c.data == f"data/{top}"
         assert c.backbone in path.name
 
 
-@pytest.mark.parametrize("name", ["iemocap", "mosei"])
+@pytest.mark.parametrize("ds", DATASETS)
+def test_sweeps_inherit_their_backbones_train_config(ds):
+    """A paper sweep runs its backbone's published hyper-parameters (the train config it inherits),
+    changed only in the keys the sweep varies or the file itself sets."""
+    for path in sorted((CONFIGS / ds).glob("*-*.yaml")):
+        backbone = path.name.split("-")[0]
+        own = path.read_text()
+        assert f"base: {backbone}.yaml" in own
+        base = load_config(path.parent / f"{backbone}.yaml").to_dict()
+        sweep = load_sweep(path)
+        for run in sweep.runs:
+            changed = {k for k, v in run.config.to_dict().items() if v != base[k]}
+            allowed = {k.split(".")[0] for k in run.setting} | {k for k in sweep.base if f"\n{k}:" in own}
+            assert changed <= allowed, (path.name, changed - allowed)
+
+
+@pytest.mark.parametrize("name", DATASETS)
 def test_compare_sweeps_run_every_method_at_its_own_noise_setting(name):
     """configs/compare/README.md: 7 methods x 2 backbones x 6 IMR permutations x 5 seeds; OGM-GE and
     Ada2I keep their gradient noise, the BALM family runs at the library default (off)."""

@@ -5,8 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from balm.data.errors import DataError
-from balm.masking import check_mask, derive_seed, equivalent_smr, realised_rates, shared_rates
+from balm.masking import derive_seed, equivalent_smr, realised_rates, shared_rates
 
 
 def test_realised_rates_hand_computed():
@@ -42,31 +41,3 @@ def test_derive_seed_keys_and_stability_across_processes():
         derive_seed(1, "a", 2)
     with pytest.raises(ValueError, match="non-negative"):
         derive_seed(-1, "a")
-
-
-def test_check_mask_accepts_bool_and_01():
-    m = check_mask(np.array([[1, 0], [0, 1]], dtype=np.int8))
-    assert m.dtype == bool and np.array_equal(m, [[True, False], [False, True]])
-    assert check_mask([[True, True]]).shape == (1, 2)
-
-
-def test_check_mask_rejects_all_missing_rows():
-    mask = np.ones((6, 3), bool)
-    mask[2] = False
-    mask[5] = False
-    with pytest.raises(DataError, match=r"masks\.npz.*row 2 .*2 such rows") as e:
-        check_mask(mask, source="masks.npz", field="train")
-    assert e.value.source == "masks.npz" and e.value.field == "train"
-
-
-def test_check_mask_rejects_bad_shapes_and_values():
-    with pytest.raises(DataError, match="2-D"):
-        check_mask(np.ones(3, bool))
-    with pytest.raises(DataError, match=r"entry \[1, 0\] is 2"):
-        check_mask(np.array([[1, 0], [2, 1]]))
-    with pytest.raises(DataError, match="3 columns, expected 2"):
-        check_mask(np.ones((4, 3), bool), num_modalities=2)
-    with pytest.raises(DataError, match="4 rows, expected 5"):
-        check_mask(np.ones((4, 3), bool), num_rows=5)
-    with pytest.raises(DataError, match="dtype"):
-        check_mask(np.array([["a", "b"]]))

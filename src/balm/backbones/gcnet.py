@@ -169,7 +169,6 @@ class GCNet(Backbone):
         self.speaker = GCNetGraphBranch(2 * hidden, graph_hidden, num_speakers**2, dropout, time_attn)
         self.fused_dim = 2 * hidden + graph_hidden
         self.fusion_head = nn.Linear(self.fused_dim, out_dim)
-        self.edge_builder = window_edges
 
     @property
     def embed_dims(self) -> dict[str, int]:
@@ -185,7 +184,7 @@ class GCNet(Backbone):
         z = {m: self.encoders[m](batch.features[m]) for m in self.modalities}
         u = dropout(torch.cat([z[m] for m in self.modalities], -1), self.dropout, self.training)
         c = self.context(u, lengths)[valid]  # (N, 2 hidden)
-        edges = self.edge_builder(valid, batch.speakers, self.window_past, self.window_future, self.num_speakers)
+        edges = window_edges(valid, batch.speakers, self.window_past, self.window_future, self.num_speakers)
         h_temporal = self.temporal(c, edges, edges.temporal, valid, lengths)
         h = h_temporal + self.speaker(c, edges, edges.speaker, valid, lengths)
         pred = self.fusion_head(h)

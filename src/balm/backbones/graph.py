@@ -10,14 +10,13 @@ Helpers:
 - :func:`flat_positions` — position of each padded step in the flattened ``valid``
   (row-major) order, ``-1`` at padding.
 - :func:`pair_mask` — ``(B, T, T)`` True where both steps are real utterances.
-- :func:`block_diagonal_coo` — per-dialogue dense blocks ``(B, K, K)`` to one sparse COO
-  adjacency over the batch's nodes (for backbones that prefer ``torch.sparse``).
 - :func:`similarity_weight` — the angular edge weight ``1 − arccos(cos)/π``.
 - :func:`dropout` — inverted dropout with a uniform-threshold mask on CPU (about twice as fast
   as ``torch.nn.functional.dropout``'s Bernoulli sampler there), ``F.dropout`` elsewhere.
 - :func:`multimodal_adjacency` / :class:`MultimodalAdjacency` — MMGCN's normalised
   multimodal graph, stored factored as intra-modal ``(B, M, T, T)`` blocks and inter-modal
   ``(B, M, M, T)`` diagonals, with ``propagate`` (Â H) and ``to_dense`` ``(B, M·T, M·T)``.
+- :class:`GCNIIConv` — one GCNII layer over that graph (MMGCN's layers, MM-DFN's layer update).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 # cosines are shrunk by this factor before arccos so its gradient stays finite at ±1
 COS_SHRINK = 0.99999
@@ -41,21 +41,6 @@ def flat_positions(valid: torch.Tensor) -> torch.Tensor:
 def pair_mask(valid: torch.Tensor) -> torch.Tensor:
     """``(B, T, T)`` bool: True where steps t and s of dialogue b are both real utterances."""
     return valid[:, :, None] & valid[:, None, :]
-
-
-def block_diagonal_coo(blocks: torch.Tensor, node_valid: torch.Tensor) -> torch.Tensor:
-    """Per-dialogue blocks ``(B, K, K)`` -> sparse COO ``(n, n)`` over the valid nodes.
-
-    ``node_valid`` ``(B, K)`` marks real nodes; node (b, k) gets index
-    ``flat_positions(node_valid)[b, k]``. Entries touching padding and exact zeros are dropped.
-    Differentiable with respect to ``blocks``' kept values.
-    """
-    pos = flat_positions(node_valid)
-    keep = pair_mask(node_valid) & (blocks != 0)
-    b, i, j = keep.nonzero(as_tuple=True)
-    idx = torch.stack([pos[b, i], pos[b, j]])
-    n = int(node_valid.sum())
-    return torch.sparse_coo_tensor(idx, blocks[b, i, j], (n, n), check_invariants=False).coalesce()
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -148,3 +133,30 @@ def multimodal_adjacency(
     intra = intra * r[..., :, None] * r[..., None, :]
     inter = inter * r[:, :, None, :] * r[:, None, :, :]
     return MultimodalAdjacency(intra=intra, inter=inter)
+
+
+class GCNIIConv(nn.Module):
+    """One GCNII layer (Chen et al., 2020) over a :class:`MultimodalAdjacency` (MMGCN's layers; MM-DFN's
+    layer update, ``variant`` form).
+
+    h_{l+1} = θ_l [Â h_l ; h_0] W_l + (1 − θ_l) ((1 − α) Â h_l + α h_0),  θ_l = log(λ/l + 1).
+    Without ``variant``: θ_l ((1 − α) Â h_l + α h_0) W_l + (1 − θ_l)(…), with W_l square.
+    """
+
+    def __init__(self, dim: int, layer: int, lamda: float, alpha: float, variant: bool = True):
+        super().__init__()
+        self.variant = variant
+        self.alpha = alpha
+        self.theta = math.log(lamda / layer + 1.0)
+        self.weight = nn.Parameter(torch.empty(2 * dim if variant else dim, dim))
+        bound = 1.0 / math.sqrt(dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(
+        self, h: torch.Tensor, adj: MultimodalAdjacency, h0: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """h, h0: padded (B, M, T, d), or packed (N, M, d) real nodes when ``valid`` is given."""
+        hi = adj.propagate(h) if valid is None else adj.propagate_packed(h, valid)
+        r = (1 - self.alpha) * hi + self.alpha * h0
+        support = torch.cat([hi, h0], dim=-1) if self.variant else r
+        return self.theta * torch.matmul(support, self.weight) + (1 - self.theta) * r

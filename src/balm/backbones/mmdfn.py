@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,7 +9,7 @@ from torch import nn
 from ..data.batch import Batch
 from ._sequence import SpeakerGroups, run_by_speaker, run_packed
 from .base import Backbone, BackboneOutput
-from .graph import dropout, multimodal_adjacency
+from .graph import GCNIIConv, dropout, multimodal_adjacency
 
 
 class MMDFNEncoder(nn.Module):
@@ -46,24 +44,6 @@ class MMDFNEncoder(nn.Module):
         return z
 
 
-class DenseBlockGraph:
-    """How MM-DFN builds and applies its graph: per-dialogue dense blocks (see ``graph.py``).
-
-    ``build`` takes padded node features (B, M, T, d); ``propagate`` takes and returns the valid
-    nodes only, (N, M, d) in ``valid`` order, so layers spend no work on padding.
-    """
-
-    def build(self, nodes: torch.Tensor, valid: torch.Tensor, present: torch.Tensor | None):
-        return multimodal_adjacency(nodes, valid, present), valid
-
-    def propagate(self, graph, h: torch.Tensor) -> torch.Tensor:
-        adj, valid = graph
-        B, T = valid.shape
-        padded = h.new_zeros(B, T, *h.shape[1:]).index_put(valid.nonzero(as_tuple=True), h)
-        out = adj.propagate(padded.transpose(1, 2))  # (B, M, T, d)
-        return out.transpose(1, 2)[valid]
-
-
 class MMDFN(Backbone):
     """MM-DFN as the BALM authors use it, vectorised.
 
@@ -77,8 +57,8 @@ class MMDFN(Backbone):
         p = Â h̃;  θ_l = log(λ/l + 1)
         h^(l) = ReLU(θ_l [p; h^(0)] W_l + (1 − θ_l)((1 − α) p + α h^(0))) + q
 
-    (``gated=False``: no cell and no ``+ q``, i.e. GCNII as in MMGCN). Fused h_i =
-    ReLU(dropout([dropout(z_i^m); h_i^{m,(L)}]_m)) and ŷ_i = W_pred h_i (Eq. 13).
+    (inside the ReLU: :class:`.graph.GCNIIConv`, MMGCN's layer; ``gated=False``: no cell and no
+    ``+ q``). Fused h_i = ReLU(dropout([dropout(z_i^m); h_i^{m,(L)}]_m)) and ŷ_i = W_pred h_i (Eq. 13).
 
     ``mask_missing_nodes=True`` removes the edges of nodes whose modality is missing (default:
     they stay, with the encoder's output for their zero input, as in the public code).
@@ -123,16 +103,10 @@ class MMDFN(Backbone):
         )
         self.input_fc = nn.Linear(self._embed_dim, graph_hidden)
         self.cell = nn.LSTMCell(graph_hidden, graph_hidden) if gated else None
-        self.conv_weights = nn.ParameterList(
-            [nn.Parameter(torch.empty(2 * graph_hidden, graph_hidden)) for _ in range(num_layers)]
-        )
-        bound = 1.0 / math.sqrt(graph_hidden)
-        for w in self.conv_weights:
-            nn.init.uniform_(w, -bound, bound)
+        self.convs = nn.ModuleList(GCNIIConv(graph_hidden, l, lamda, alpha) for l in range(1, num_layers + 1))
         node_out = graph_hidden + (self._embed_dim if residual else 0)
         self.fused_dim = node_out * len(dims)
         self.fusion_head = nn.Linear(self.fused_dim, out_dim)
-        self.graph_ops = DenseBlockGraph()
 
     @property
     def embed_dims(self) -> dict[str, int]:
@@ -144,23 +118,20 @@ class MMDFN(Backbone):
         z = {m: self.encoders[m](batch.features[m], lengths, groups) for m in self.modalities}
         nodes = torch.stack([z[m] for m in self.modalities], dim=1)  # (B, M, T, d_z)
         present = torch.stack([batch.masks[m] for m in self.modalities], 1) if self.mask_missing_nodes else None
-        adj = self.graph_ops.build(nodes, valid, present)
+        adj = multimodal_adjacency(nodes, valid, present)
 
         flat = nodes.transpose(1, 2)[valid]  # (N, M, d_z)
         x = dropout(flat, self.dropout, self.training)
         h0 = F.relu(self.input_fc(x))
         h = dropout(h0, self.dropout, self.training)
         state = None
-        for l, weight in enumerate(self.conv_weights, start=1):
+        for conv in self.convs:
             q = h
             if self.cell is not None:
                 shape = h.shape
                 state = self.cell(h.reshape(-1, shape[-1]), state)
                 h = state[0].reshape(shape)
-            p = self.graph_ops.propagate(adj, h)
-            theta = math.log(self.lamda / l + 1)
-            h = theta * (torch.cat([p, h0], -1) @ weight) + (1 - theta) * ((1 - self.alpha) * p + self.alpha * h0)
-            h = dropout(F.relu(h), self.dropout, self.training)
+            h = dropout(F.relu(conv(h, adj, h0, valid)), self.dropout, self.training)
             if self.cell is not None:
                 h = h + q
         if self.residual:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -10,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batch import Batch
+from ._sequence import BiRNN
 from .base import Backbone, BackboneOutput
-from .graph import MultimodalAdjacency, dropout, multimodal_adjacency
+from .graph import GCNIIConv, dropout, multimodal_adjacency
 
 
 class UtteranceEncoder(nn.Module):
@@ -29,66 +29,21 @@ class UtteranceEncoder(nn.Module):
 class SequenceEncoder(nn.Module):
     """z^m = BiLSTM(W x^m + b) over each dialogue (MMGCN's text encoder).
 
-    A ``num_layers`` bidirectional LSTM with dropout between layers, run as one forward and one
-    backward single-layer LSTM per layer on the padded batch: the backward LSTM reads each
-    dialogue reversed within its own length, so padding only ever follows the real steps and a
-    dialogue's encoding does not depend on the other dialogues of its batch. (Same parameters as
-    ``nn.LSTM(bidirectional=True)``; on CPU about twice as fast as a packed sequence.)
+    A ``num_layers`` bidirectional LSTM with dropout between layers (:class:`._sequence.BiRNN`:
+    each dialogue's encoding does not depend on the other dialogues of its batch).
     """
 
     def __init__(self, in_dim: int, proj_dim: int, hidden: int, num_layers: int, dropout: float):
         super().__init__()
         self.linear = nn.Linear(in_dim, proj_dim)
-        self.dropout = dropout
-        self.forward_lstms = nn.ModuleList(
-            nn.LSTM(proj_dim if i == 0 else 2 * hidden, hidden, batch_first=True) for i in range(num_layers)
-        )
-        self.backward_lstms = nn.ModuleList(
-            nn.LSTM(proj_dim if i == 0 else 2 * hidden, hidden, batch_first=True) for i in range(num_layers)
-        )
+        self.rnn = BiRNN("lstm", proj_dim, hidden, num_layers, dropout)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """x (B, T, d), valid (B, T) -> (N, 2·hidden) in ``valid`` order."""
-        B, T = valid.shape
         h = self.linear(x[valid])
-        out = h.new_zeros(B, T, h.shape[-1])
-        out[valid] = h
-        steps = torch.arange(T, device=valid.device)[None, :]
-        lengths = valid.sum(1, keepdim=True)
-        rev = torch.where(steps < lengths, lengths - 1 - steps, steps)[..., None]  # per-dialogue reversal
-        for i, (fwd, bwd) in enumerate(zip(self.forward_lstms, self.backward_lstms)):
-            if i > 0:
-                out = dropout(out, self.dropout, self.training)
-            f, _ = fwd(out)
-            r, _ = bwd(torch.gather(out, 1, rev.expand(-1, -1, out.shape[-1])))
-            out = torch.cat([f, torch.gather(r, 1, rev.expand(-1, -1, r.shape[-1]))], dim=-1)
-        return out[valid]
-
-
-class GCNIIConv(nn.Module):
-    """One GCNII layer (Chen et al., 2020), 'variant' form used by MMGCN.
-
-    h_{l+1} = θ_l [Â h_l ; h_0] W_l + (1 − θ_l) ((1 − α) Â h_l + α h_0),  θ_l = log(λ/l + 1).
-    Without ``variant``: θ_l ((1 − α) Â h_l + α h_0) W_l + (1 − θ_l)(…), with W_l square.
-    """
-
-    def __init__(self, dim: int, layer: int, lamda: float, alpha: float, variant: bool = True):
-        super().__init__()
-        self.variant = variant
-        self.alpha = alpha
-        self.theta = math.log(lamda / layer + 1.0)
-        self.weight = nn.Parameter(torch.empty(2 * dim if variant else dim, dim))
-        bound = 1.0 / math.sqrt(dim)
-        nn.init.uniform_(self.weight, -bound, bound)
-
-    def forward(
-        self, h: torch.Tensor, adj: MultimodalAdjacency, h0: torch.Tensor, valid: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """h, h0: padded (B, M, T, d), or packed (N, M, d) real nodes when ``valid`` is given."""
-        hi = adj.propagate(h) if valid is None else adj.propagate_packed(h, valid)
-        r = (1 - self.alpha) * hi + self.alpha * h0
-        support = torch.cat([hi, h0], dim=-1) if self.variant else r
-        return self.theta * torch.matmul(support, self.weight) + (1 - self.theta) * r
+        padded = h.new_zeros(*valid.shape, h.shape[-1])
+        padded[valid] = h
+        return self.rnn(padded, valid.sum(1))[valid]
 
 
 class MMGCN(Backbone):

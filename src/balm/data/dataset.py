@@ -64,15 +64,6 @@ class Split:
             "mask": None if self.mask is None else self.mask[a:b],
         }
 
-    def masked_features(self) -> dict[str, np.ndarray]:
-        """Features with every missing entry replaced by zeros (the paper's x̃)."""
-        if self.mask is None:
-            return dict(self.features)
-        return {
-            m: x * self.mask[:, j : j + 1].astype(x.dtype)
-            for j, (m, x) in enumerate(self.features.items())
-        }
-
     def select(self, seq_indices: Seq[int], name: str | None = None) -> "Split":
         """A new split holding the given sequences, in the given order (masks kept)."""
         off = self.offsets

@@ -68,9 +68,44 @@ def parse_value(text: str) -> Any:
         raise ConfigError(f"cannot parse value {text!r} as YAML: {exc}") from None
 
 
+BASE_KEY = "base"  # a config file's key naming the file it inherits from
+
+
 def read_mapping(path: str | Path) -> dict:
-    """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) file holding a mapping."""
-    path = Path(path)
+    """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) file holding a mapping, with inheritance.
+
+    A top-level ``base: other.yaml`` (a path relative to the file that names it) makes the file a
+    child of ``other.yaml``: the result is the base's resolved mapping updated by the child's own
+    keys at the top level only, so a key the child sets replaces the base's value whole (a
+    child's ``backbone_options`` or ``sweep`` mapping is not merged into the base's). A base may
+    have a base of its own; a cycle, a missing base file or a ``base`` that is not a path is an
+    error naming the files.
+    """
+    return _read_chain(Path(path), ())
+
+
+def _read_chain(path: Path, children: tuple[Path, ...]) -> dict:
+    """``path``'s mapping with its chain of bases applied; ``children`` are the files that led here."""
+    data = _read_one(path)
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"expected the path of a config file to inherit from, got {base!r} ({_tname(base)})",
+                          key=BASE_KEY, source=str(path))
+    base_path = path.parent / base
+    chain = children + (path,)
+    seen = {p.resolve() for p in chain}
+    if base_path.resolve() in seen:
+        loop = " -> ".join(str(p) for p in chain + (base_path,))
+        raise ConfigError(f"inheritance cycle: {loop}", key=BASE_KEY, source=str(path))
+    if not base_path.is_file():
+        raise ConfigError(f"base config file not found: {base_path}", key=BASE_KEY, source=str(path))
+    return {**_read_chain(base_path, chain), **data}
+
+
+def _read_one(path: Path) -> dict:
+    """One file's own mapping (no inheritance)."""
     if not path.is_file():
         raise ConfigError("config file not found", source=str(path))
     text = path.read_text(encoding="utf-8")

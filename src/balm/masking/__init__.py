@@ -5,14 +5,12 @@ from .patterns import decode, encode, pattern_ratios
 from .rates import MissingRates, check_rates, equivalent_smr, realised_rates, shared_rates
 from .reference import reference_layout
 from .seeds import derive_seed
-from .validate import check_mask
 
 __all__ = [
     "STRATEGIES",
     "make_masks",
     "realised_rates",
     "derive_seed",
-    "check_mask",
     "shared_rates",
     "equivalent_smr",
     "check_rates",
