@@ -124,7 +124,7 @@ def test_variant_options_are_checked_before_any_work():
 
 
 def test_old_key_names_still_work_with_a_warning(tmp_path):
-    with pytest.warns(FutureWarning, match="'variant' is now 'method'"):
+    with pytest.warns(FutureWarning, match="is now 'method"):
         cfg = Config.from_dict({"data": "synthetic:iemocap", "variant": "cggm", "variant_options": {"lam": 0.5}})
     assert cfg.method == "cggm" and cfg.method_options == {"lam": 0.5} and "variant" not in cfg.to_dict()
     with pytest.warns(FutureWarning):

@@ -41,14 +41,14 @@ def test_set_overrides_apply_after_inheritance(tmp_path):
 
 
 def test_a_sweep_inherits_a_train_config_and_another_sweep(tmp_path):
-    write(tmp_path / "train.yaml", "data: synthetic:iemocap\nvariant: balm\nseed: 4\nepochs: 3\n")
-    sweep = write(tmp_path / "sweep.yaml", "base: train.yaml\nsweep: {variant: [none, balm], seed: 2}\n")
+    write(tmp_path / "train.yaml", "data: synthetic:iemocap\nmethod: balm\nseed: 4\nepochs: 3\n")
+    sweep = write(tmp_path / "sweep.yaml", "base: train.yaml\nsweep: {method: [none, balm], seed: 2}\n")
     runs = load_sweep(sweep).runs
-    assert [(r.config.variant, r.config.seed, r.config.epochs) for r in runs] == [
+    assert [(r.config.method, r.config.seed, r.config.epochs) for r in runs] == [
         ("none", 0, 3), ("none", 1, 3), ("balm", 0, 3), ("balm", 1, 3)]
-    # the child's sweep replaces the base's sweep whole: only the tau axis, variant and seed from the file
+    # the child's sweep replaces the base's sweep whole: only the tau axis, method and seed from the file
     other = write(tmp_path / "other.yaml", "base: sweep.yaml\nsweep: {tau: [0.1, 0.2]}\n")
-    assert [(r.config.variant, r.config.seed, r.config.tau) for r in load_sweep(other).runs] == [
+    assert [(r.config.method, r.config.seed, r.config.tau) for r in load_sweep(other).runs] == [
         ("balm", 4, 0.1), ("balm", 4, 0.2)]
     # --set sweep.* after inheritance
     assert len(load_sweep(other, ["sweep.seed=3"]).runs) == 6

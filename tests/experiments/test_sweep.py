@@ -58,7 +58,7 @@ def test_unfinished_run_folder_is_restarted(tiny_data, tmp_path):
 def test_runs_of_an_earlier_sweep_config_are_kept_on_disk_but_left_out(tiny_data, tmp_path):
     from balm.reporting.tables import load_results
 
-    first = expand(_sweep_dict(tiny_data, seed=[0], variant=["none", "balm"]))
+    first = expand(_sweep_dict(tiny_data, seed=[0], method=["none", "balm"]))
     run_sweep(first, tmp_path)
     # the same sweep with balm at another setting: the none run keeps its id, balm gets a new one
     second = expand(_sweep_dict(tiny_data, seed=[0], cases={"none": {"method": "none"},
