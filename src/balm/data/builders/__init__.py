@@ -22,6 +22,7 @@ from ..errors import DataError
 
 BUILDERS = {
     "cmu-mosi": "balm.data.builders.cmu_mosi",
+    "av-digits": "balm.data.builders.av_digits",
 }
 
 
