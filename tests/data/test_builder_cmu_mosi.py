@@ -174,3 +174,28 @@ def test_sentence_encoder_text_modality(mosi_src, tmp_path):
     np.testing.assert_allclose(seq["features"]["text"], ref, atol=1e-5)
     np.testing.assert_array_equal(seq["features"]["audio"], cmu_mosi.build(mosi_src, standardize=False)["test"]
                                   .sequence(3)["features"]["audio"])
+
+
+def test_balm_train_on_mosi_regression_reports_the_mosi_metrics(mosi_src, tmp_path):
+    import json
+
+    data = tmp_path / "reg"
+    assert main(["data", "build", "cmu-mosi", "--source", str(mosi_src), "--out", str(data), "--task",
+                 "regression"]) == 0
+    run = tmp_path / "run"
+    config = str(cmu_mosi_config())
+    assert main(["train", "--config", config, "--set", f"data={data}", "--set", "epochs=2", "--set", "loss=auto",
+                 "--set", "tsne_samples=0", "--set", "checkpoint=false", "--out", str(run), "--quiet"]) == 0
+    res = json.loads((run / "result.json").read_text())
+    test = load_dataset(data)["test"].labels
+    assert res["task"] == "regression"
+    assert res["test"]["n"] == int((test != 0).sum()) == 752 - int((test == 0).sum())
+    for k in ("acc", "wf1", "mae", "corr", "acc7", "acc_has0", "wf1_has0"):
+        assert isinstance(res["test"][k], float), k
+    assert res["test"]["report"]["weighted avg"]["f1"] == pytest.approx(res["test"]["wf1"])
+
+
+def cmu_mosi_config():
+    from real_data import ROOT
+
+    return ROOT / "configs" / "mosi" / "late_fusion.yaml"
