@@ -198,4 +198,4 @@ def test_balm_train_on_mosi_regression_reports_the_mosi_metrics(mosi_src, tmp_pa
 def cmu_mosi_config():
     from real_data import ROOT
 
-    return ROOT / "configs" / "mosi" / "late_fusion.yaml"
+    return ROOT / "configs" / "cmu-mosi" / "late_fusion.yaml"
