@@ -9,7 +9,8 @@ import sys
 from balm.features.deps import MissingDependency
 
 # sub-command modules; each defines ``register(subparsers)``
-COMMANDS = ["balm.cli.data", "balm.cli.features", "balm.cli.train", "balm.cli.sweep", "balm.cli.report", "balm.cli.demo"]
+COMMANDS = ["balm.cli.data", "balm.cli.features", "balm.cli.train", "balm.cli.sweep", "balm.cli.report",
+            "balm.cli.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

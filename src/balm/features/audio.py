@@ -45,8 +45,8 @@ def resolve_feature_set(feature_set: str):
         with open(feature_set, "rb") as fh:
             digest = hashlib.sha256(fh.read()).hexdigest()[:16]
         return os.path.abspath(feature_set), f"conf-{digest}"
-    raise ValueError(f"unknown openSMILE feature set {feature_set!r}: expected one of {sorted(m.name for m in osm.FeatureSet)} "
-                     "or the path of a .conf file")
+    known = sorted(m.name for m in osm.FeatureSet)
+    raise ValueError(f"unknown openSMILE feature set {feature_set!r}: expected one of {known} or the path of a .conf file")
 
 
 def extract_audio(paths: list[str], feature_set: str = "IS10", *, cache: str | os.PathLike | None = None,

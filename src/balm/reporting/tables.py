@@ -187,7 +187,10 @@ def to_markdown(table: Table) -> str:
             for m in table.models:
                 means = [table.cells[(s, m)][metric][0] for s in table.settings
                          if metric in table.cells.get((s, m), {})]
-                row.append(f"{100 * np.mean(means):.2f}" if means and pct else f"{np.mean(means):.4f}" if means else "–")
+                if not means:
+                    row.append("–")
+                else:
+                    row.append(f"{100 * np.mean(means):.2f}" if pct else f"{np.mean(means):.4f}")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     counts = sorted({c["n"] for c in table.cells.values()})
