@@ -104,3 +104,12 @@ def test_refuses_non_empty_out_and_missing_mirror_file(tmp_path):
     with pytest.raises(DataError, match="'a.csv' is not in the mirror"):
         fetch_files(files, tmp_path / "new", mirror=mirror)
     assert not (tmp_path / "new").exists()
+
+
+def test_real_data_tests_skip_with_the_reason_when_the_folder_is_absent(tmp_path, monkeypatch, capsys):
+    import real_data
+
+    monkeypatch.setattr(real_data, "SHARED", tmp_path / "nowhere")
+    with pytest.raises(pytest.skip.Exception, match="real data not found: .*nowhere/cmu-mosi is absent"):
+        real_data.real_folder("cmu-mosi")
+    assert "real data not found" in capsys.readouterr().out
