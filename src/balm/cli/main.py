@@ -6,8 +6,11 @@ import argparse
 import importlib
 import sys
 
+from balm.features.deps import MissingDependency
+
 # sub-command modules; each defines ``register(subparsers)``
-COMMANDS = ["balm.cli.data", "balm.cli.train", "balm.cli.sweep", "balm.cli.report", "balm.cli.demo"]
+COMMANDS = ["balm.cli.data", "balm.cli.features", "balm.cli.train", "balm.cli.sweep", "balm.cli.report",
+            "balm.cli.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, MissingDependency) as exc:
         print(f"balm {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,6 @@
-"""Evaluation metrics in numpy: accuracy, weighted F1, the per-class report, binary-from-regression.
+"""Evaluation metrics in numpy: accuracy, weighted F1, the per-class report, binary-from-regression,
+and the sentiment-regression metrics of the CMU-MOSI / MOSEI literature (MAE, Pearson r, 7-class
+accuracy).
 
 Conventions follow scikit-learn's (``accuracy_score``, ``f1_score(average="weighted")``,
 ``classification_report(..., zero_division=0)``) so numbers are comparable with published ones:
@@ -92,13 +94,53 @@ def binary_from_regression(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     return (t[keep] > 0).astype(np.int64), (p[keep] > 0).astype(np.int64)
 
 
+def pearson(a, b) -> float:
+    """Pearson correlation ``cov(a, b) / (std(a) std(b))``; NaN when either is constant or empty."""
+    x = np.asarray(a, dtype=np.float64).reshape(-1)
+    y = np.asarray(b, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"a and b differ in length: {x.shape[0]} vs {y.shape[0]}")
+    if x.size < 2:
+        return float("nan")
+    x, y = x - x.mean(), y - y.mean()
+    den = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / den) if den > 0 else float("nan")
+
+
+def sentiment_classes(scores, low: float = -3.0, high: float = 3.0) -> np.ndarray:
+    """Scores clipped to ``[low, high]`` and rounded half to even (``np.round``): the 7 classes
+    -3..3 of the MOSI / MOSEI Acc-7."""
+    return np.round(np.clip(np.asarray(scores, dtype=np.float64).reshape(-1), low, high)).astype(np.int64)
+
+
+def regression_metrics(y_true, y_pred) -> dict:
+    """Sentiment-regression metrics over all samples: ``mae`` = mean |y - ŷ|, ``corr`` = Pearson r,
+    ``acc7`` = accuracy of :func:`sentiment_classes`, and ``acc_has0`` / ``wf1_has0`` = binary
+    (score >= 0 vs < 0) accuracy and weighted F1 with the zero scores kept."""
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.shape[0]} vs {p.shape[0]}")
+    if not t.size:
+        return {"mae": 0.0, "corr": float("nan"), "acc7": 0.0, "acc_has0": 0.0, "wf1_has0": 0.0}
+    tb, pb = (t >= 0).astype(np.int64), (p >= 0).astype(np.int64)
+    return {
+        "mae": float(np.abs(t - p).mean()),
+        "corr": pearson(t, p),
+        "acc7": accuracy(sentiment_classes(t), sentiment_classes(p)),
+        "acc_has0": accuracy(tb, pb),
+        "wf1_has0": weighted_f1(tb, pb, 2),
+    }
+
+
 def evaluate_predictions(task: str, y_true, prediction, num_classes: int | None = None,
                          label_names: Sequence[str] | None = None) -> dict:
     """Metrics of one split: ``acc``, ``wf1``, ``n`` and the per-class ``report``.
 
     Classification: ``prediction`` holds class indices (or ``(N, C)`` scores, arg-maxed).
-    Regression: ``prediction`` holds scores; metrics are binary positive/negative with
-    score-0 samples left out (``n`` counts the kept samples), plus ``mae``.
+    Regression: ``prediction`` holds scores; ``acc`` / ``wf1`` are binary positive/negative with
+    score-0 samples left out (``n`` counts the kept samples), plus :func:`regression_metrics`
+    over all samples (``mae``, ``corr``, ``acc7``, ``acc_has0``, ``wf1_has0``).
     """
     if task == "regression":
         t_score = np.asarray(y_true, dtype=np.float64).reshape(-1)
@@ -108,7 +150,7 @@ def evaluate_predictions(task: str, y_true, prediction, num_classes: int | None 
             "acc": accuracy(t, p),
             "wf1": weighted_f1(t, p, 2),
             "n": int(t.size),
-            "mae": float(np.abs(t_score - p_score).mean()) if t_score.size else 0.0,
+            **regression_metrics(t_score, p_score),
             "report": classification_report(t, p, 2, ["negative", "positive"]),
         }
         return res

@@ -150,31 +150,47 @@ def build_table(runs: list[RunResult]) -> Table:
             "n": len(rs),
             "runs": [r.run_id for r in rs],
         }
+        for k, _title, _pct in REGRESSION_METRICS:  # regression runs: MAE, Pearson r, Acc-7
+            vals = [r.result["test"].get(k) for r in rs]
+            if all(isinstance(v, (int, float)) for v in vals):
+                cells[(s, m)][k] = mean_std(vals)
     return Table(keys, settings, models, cells)
 
 
 METRICS = (("acc", "Acc"), ("wf1", "W-F1"))
+# (key, title, in percent): reported for regression runs next to the binary Acc and W-F1
+REGRESSION_METRICS = (("mae", "MAE", False), ("corr", "Corr (Pearson r)", False), ("acc7", "Acc-7", True))
+
+
+def _extra_metrics(table: Table) -> list[tuple[str, str, bool]]:
+    return [m for m in REGRESSION_METRICS if any(m[0] in c for c in table.cells.values())]
 
 
 def to_markdown(table: Table) -> str:
     """Two tables (Acc, W-F1) in percent, mean ± std, plus an Average row over settings."""
     lines = []
     head_keys = table.keys or ["setting"]
-    for metric, title in METRICS:
-        lines.append(f"### Test {title} (%), mean ± std over seeds\n")
+    metrics = [(k, t, True) for k, t in METRICS] + _extra_metrics(table)
+    for metric, title, pct in metrics:
+        unit = " (%)" if pct else ""
+        lines.append(f"### Test {title}{unit}, mean ± std over seeds\n")
         lines.append("| " + " | ".join(head_keys + table.models) + " |")
         lines.append("|" + "---|" * (len(head_keys) + len(table.models)))
         for s in table.settings:
             row = list(s) if table.keys else ["all"]
             for m in table.models:
                 c = table.cells.get((s, m))
-                row.append("–" if c is None else _pm(*c[metric], c["n"]))
+                row.append("–" if c is None or metric not in c else _pm(*c[metric], c["n"], pct))
             lines.append("| " + " | ".join(row) + " |")
         if len(table.settings) > 1:
             row = ["**Average**"] + [""] * (len(head_keys) - 1)
             for m in table.models:
-                means = [table.cells[(s, m)][metric][0] for s in table.settings if (s, m) in table.cells]
-                row.append(f"{100 * np.mean(means):.2f}" if means else "–")
+                means = [table.cells[(s, m)][metric][0] for s in table.settings
+                         if metric in table.cells.get((s, m), {})]
+                if not means:
+                    row.append("–")
+                else:
+                    row.append(f"{100 * np.mean(means):.2f}" if pct else f"{np.mean(means):.4f}")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     counts = sorted({c["n"] for c in table.cells.values()})
@@ -182,21 +198,27 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pm(mean: float, std: float, n: int) -> str:
+def _pm(mean: float, std: float, n: int, percent: bool = True) -> str:
+    if not percent:
+        return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
 
 
 def to_csv(table: Table) -> str:
-    """Long format: setting keys, model, n, acc_mean, acc_std, wf1_mean, wf1_std (fractions)."""
+    """Long format: setting keys, model, n, acc_mean, acc_std, wf1_mean, wf1_std (fractions), runs; then,
+    when regression runs are present, mae_mean, mae_std, corr_mean, corr_std, acc7_mean, acc7_std."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(table.keys + ["model", "n", "acc_mean", "acc_std", "wf1_mean", "wf1_std", "runs"])
+    extra = [k for k, _t, _p in _extra_metrics(table)]
+    w.writerow(table.keys + ["model", "n", "acc_mean", "acc_std", "wf1_mean", "wf1_std", "runs"]
+               + [f"{k}_{s}" for k in extra for s in ("mean", "std")])
     for s in table.settings:
         for m in table.models:
             c = table.cells.get((s, m))
             if c is None:
                 continue
-            w.writerow(list(s) + [m, c["n"], *c["acc"], *c["wf1"], " ".join(c["runs"])])
+            more = [v for k in extra for v in c.get(k, ("", ""))]
+            w.writerow(list(s) + [m, c["n"], *c["acc"], *c["wf1"], " ".join(c["runs"])] + more)
     return buf.getvalue()
 
 
