@@ -222,3 +222,42 @@ def test_grm_records_mu_jitter_and_ema_smooths_it():
     np.testing.assert_allclose([raw_std[m] for m in ("audio", "text", "visual")], raw.std(axis=0), rtol=1e-5)
     # smoothing: μ moves less from one step to the next
     assert np.abs(np.diff(smooth[5:], axis=0)).mean() < np.abs(np.diff(raw[5:], axis=0)).mean()
+
+
+# ------------------------------------------------------------------ resuming
+
+
+@pytest.mark.parametrize("method", ["balm", "cggm", "ogm-ge"])
+def test_state_dict_resumes_a_rebalancer_exactly(method):
+    from balm.methods import get
+
+    cls = {"balm": GradientRebalancer}.get(method)
+    if cls is None:
+        from balm.baselines import CGGM, OGMGE
+
+        cls = {"cggm": CGGM, "ogm-ge": OGMGE}[method]
+    kw = {"delta_mode": "ema"} if method == "balm" else ({"noise": False} if method == "ogm-ge" else {})
+
+    def steps(model, rb, opt, x, y, masks, n):
+        out = []
+        for _ in range(n):
+            pred, z = backward(model, rb, x, y)
+            rb.rebalance_(z, pred.detach(), y, masks)
+            rb.step(opt)
+            out.append(rb.stats)
+        return out
+
+    model, rb, x, y, masks = make_setup(cls, M=3, **kw)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    steps(model, rb, opt, x, y, masks, 3)
+    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(rb.state_dict()), copy.deepcopy(opt.state_dict()))
+    reference = steps(model, rb, opt, x, y, masks, 3)
+
+    model2, rb2, *_ = make_setup(cls, M=3, seed=1, **kw)  # other initial weights: everything comes from the state
+    model2.load_state_dict(saved[0])
+    rb2.load_state_dict(saved[1])
+    opt2 = torch.optim.Adam(model2.parameters(), lr=1e-2)
+    opt2.load_state_dict(saved[2])
+    assert steps(model2, rb2, opt2, x, y, masks, 3) == reference
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+    assert get(method).name == method

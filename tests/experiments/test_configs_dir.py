@@ -21,11 +21,25 @@ def rel(path: Path) -> str:
     return path.relative_to(CONFIGS).as_posix()
 
 
-def synthetic_twin(data: str) -> str:
-    """The built-in synthetic set matching a config's ``data`` (data/iemocap -> synthetic:iemocap)."""
+# real sets: built once from ../shared/data (the AV-digits twin from one recording per group)
+REAL = {"cmu-mosi": {}, "av-digits": {"limit": 1}}
+_BUILT: dict[str, str] = {}
+
+
+def synthetic_twin(data: str, tmp_path_factory) -> str:
+    """The dataset a config's checks run on: the built-in synthetic set matching its ``data``
+    (data/iemocap -> synthetic:iemocap), or for the real sets a build from ../shared/data."""
     if data.startswith("synthetic:"):
         return data
     name = Path(data).name
+    if name in REAL:
+        if name not in _BUILT:
+            from balm.data.builders import build_dataset
+            from real_data import real_folder
+
+            source = real_folder("fsdd" if name == "av-digits" else name)
+            _BUILT[name] = build_dataset(name, source, tmp_path_factory.mktemp("real") / name, **REAL[name])
+        return _BUILT[name]
     assert name in DATASETS, f"no synthetic set matches data {data!r}"
     return f"synthetic:{name}"
 
@@ -37,13 +51,13 @@ def test_there_are_configs_for_both_datasets():
 
 
 @pytest.mark.parametrize("path", FILES, ids=rel)
-def test_config_file_is_valid_and_passes_the_dataset_checks_on_synthetic_data(path):
+def test_config_file_is_valid_and_passes_the_dataset_checks_on_synthetic_data(path, tmp_path_factory):
     is_sweep = "sweep" in read_mapping(path)
     cfgs = [r.config for r in load_sweep(path).runs] if is_sweep else [load_config(path)]
     assert cfgs
     data = {c.data for c in cfgs}
     assert len(data) == 1
-    overrides = [f"data={synthetic_twin(data.pop())}"]
+    overrides = [f"data={synthetic_twin(data.pop(), tmp_path_factory)}"]
     if is_sweep:
         sweep = load_sweep(path, overrides)
         assert [r.setting for r in sweep.runs] == [r.setting for r in load_sweep(path).runs]
@@ -55,7 +69,7 @@ def test_config_file_is_valid_and_passes_the_dataset_checks_on_synthetic_data(pa
         assert all(c.data.startswith("synthetic:") for c in cfgs)
         return
     for c in cfgs:
-        if top in DATASETS:
+        if top in DATASETS or top in REAL:
             assert c.data == f"data/{top}"
         assert c.backbone in path.name
 

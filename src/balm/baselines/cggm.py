@@ -98,6 +98,7 @@ class CGGM(Rebalancer):
 
     Options = CGGMOptions
     method = "CGGM"
+    state_attributes = ("_prev", "_has_prev", "_balance")
 
     def __init__(
         self,

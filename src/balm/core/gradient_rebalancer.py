@@ -101,6 +101,7 @@ class GradientRebalancer(Rebalancer):
 
     Options = GRMOptions
     method = "GRM"
+    state_attributes = ("_mu_bar", "_kl_prev", "_has_prev", "_ema_state", "_mu_moments", "_counts", "_flags")
 
     def __init__(
         self,

@@ -121,6 +121,8 @@ class Rebalancer(nn.Module):
 
     Options: ClassVar[type[RebalancerOptions]] = RebalancerOptions
     method: ClassVar[str] = "rebalancer"
+    # attributes holding the method's running state (histories, counters), saved in state_dict()
+    state_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -193,6 +195,30 @@ class Rebalancer(nn.Module):
 
     def _extra_stats(self) -> dict[str, dict[str, float]]:
         return {}
+
+    # ------------------------------------------------------------------ state
+    def get_extra_state(self) -> dict:
+        """The running state beyond the heads' weights, so that ``state_dict()`` /
+        ``load_state_dict()`` resume a run exactly: the epoch, the head optimizer, the statistics of
+        the last step, pending coefficients and the attributes named in :attr:`state_attributes`."""
+        return {
+            "epoch": self._epoch,
+            "head_optimizer": None if self.head_optimizer is None else self.head_optimizer.state_dict(),
+            "last": dict(self._last),
+            "pending": self._pending,
+            "attributes": {name: getattr(self, name) for name in self.state_attributes},
+        }
+
+    def set_extra_state(self, state: dict) -> None:
+        self._epoch = int(state["epoch"])
+        if self.head_optimizer is not None and state["head_optimizer"] is not None:
+            self.head_optimizer.load_state_dict(state["head_optimizer"])
+        self._last = dict(state["last"])
+        self._pending = state["pending"]
+        for name, value in state["attributes"].items():
+            if name not in self.state_attributes:
+                raise ValueError(f"{self.method} state holds an unknown attribute {name!r}")
+            setattr(self, name, value)
 
     def alignment_loss(self) -> Tensor:
         """Extra term added to the task loss; zero for methods without one."""

@@ -127,6 +127,17 @@ def check_buildable(cfg: Config, dataset: Dataset | None = None) -> None:
     _BUILT.add(key)
 
 
+def _to_cpu(obj: Any) -> Any:
+    """Tensors (inside dicts, lists and tuples) detached and on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: Path, cfg: Config, meta: dict, model: BalmModel, rebalancer, best_state: dict) -> None:
     """State dicts and the config as plain types (loadable with ``torch.load(weights_only=True)``)."""
     payload = {
@@ -134,7 +145,7 @@ def save_checkpoint(path: Path, cfg: Config, meta: dict, model: BalmModel, rebal
         "config": cfg.to_dict(),
         "meta": meta,
         "model": {k: v.detach().cpu() for k, v in best_state.items()},
-        "rebalancer": None if rebalancer is None else {k: v.detach().cpu() for k, v in rebalancer.state_dict().items()},
+        "rebalancer": None if rebalancer is None else _to_cpu(rebalancer.state_dict()),
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
