@@ -223,7 +223,7 @@ def _fetch(args) -> int:
 
 def _probe(args) -> int:
     from balm.data.loader import load
-    from balm.features.probe import linear_probe
+    from balm.experiments.probe import linear_probe
 
     ds = load(args.path)
     res = linear_probe(ds, train=args.train)

@@ -18,7 +18,7 @@ from balm.data.batch import Batch
 from balm.data.dataset import Dataset
 
 from .config import Config, ConfigError, backbone_parameters
-from .io import atomic_write
+from balm.io import atomic_write
 from .prepare import PreparedData, check_config
 
 CHECKPOINT_FORMAT = "balm-checkpoint/2"  # /2: the input module is stored as input_module.*

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .io import atomic_write_json, atomic_write_text
+from balm.io import atomic_write_json, atomic_write_text
 
 PLAN = "sweep.json"
 SUMMARY = "summary.csv"

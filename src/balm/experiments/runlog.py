@@ -18,7 +18,7 @@ from torch import nn
 from balm.core import functional as BF
 
 from .config import Config
-from .io import atomic_write, dumps_line
+from balm.io import atomic_write, dumps_line
 from .prepare import PreparedData
 
 RESULT_SCHEMA = "balm-result/1"

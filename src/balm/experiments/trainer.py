@@ -32,7 +32,7 @@ from balm.data.dataset import Dataset
 
 from .config import Config
 from .evaluation import batches, evaluate_split, tsne_sample
-from .io import atomic_write_json
+from balm.io import atomic_write_json
 from .losses import class_weight_tensor, make_loss
 from .model import build_model, model_meta, resolve_device, save_checkpoint
 from .prepare import prepare_data

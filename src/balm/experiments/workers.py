@@ -19,7 +19,7 @@ from typing import Callable
 import yaml
 
 from .config import Config
-from .io import atomic_write_json, atomic_write_text
+from balm.io import atomic_write_json, atomic_write_text
 
 
 def execute(task: dict) -> dict:

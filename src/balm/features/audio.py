@@ -58,7 +58,7 @@ def extract_audio(paths: list[str], feature_set: str = "IS10", *, cache: str | o
     """
     from .cache import FeatureCache
     from .progress import progress_bar
-    from balm.data.builders.sources import sha256_file
+    from balm.io import sha256_file
 
     osm = _opensmile()
     value, label = resolve_feature_set(feature_set)

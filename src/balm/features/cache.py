@@ -53,7 +53,7 @@ class FeatureCache:
         """Add vectors and rewrite the cache file atomically (keys sorted: same content, same bytes)."""
         if not items:
             return
-        from balm.experiments.io import atomic_write
+        from balm.io import atomic_write
 
         data = self._load()
         data.update({k: np.asarray(v, dtype=np.float32) for k, v in items.items()})

@@ -16,7 +16,7 @@ import numpy as np
 def save_features(path: str | os.PathLike, ids, features: np.ndarray, *, feature_names=None,
                   extractor: dict | None = None) -> None:
     """Write the feature file atomically (a temporary file beside ``path``, then rename)."""
-    from balm.experiments.io import atomic_write
+    from balm.io import atomic_write
 
     x = np.ascontiguousarray(features, dtype=np.float32)
     ids = np.asarray(list(ids), dtype=str)

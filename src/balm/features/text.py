@@ -35,7 +35,7 @@ def model_identity(path: str) -> str:
     """SHA-256 over a model folder's files (relative names and bytes); the name for a hub id."""
     if not os.path.isdir(path):
         return hashlib.sha256(f"hub:{path}".encode()).hexdigest()
-    from balm.data.builders.sources import sha256_file
+    from balm.io import sha256_file
 
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(path):

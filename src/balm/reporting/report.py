@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from balm.experiments.io import atomic_write_text
+from balm.io import atomic_write_text
 
 from . import figures as FG
 from . import leaders as LD

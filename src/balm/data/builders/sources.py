@@ -14,18 +14,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from balm.io import sha256_file  # noqa: F401 (the builders import it from here)
+
 from ..errors import DataError
 
 CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of the file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,7 +1,9 @@
-"""Atomic file writes: write a temporary file in the target's folder, then ``os.replace``."""
+"""File helpers every layer uses: atomic writes (a temporary file in the target's folder, then
+``os.replace``), JSON lines and file digests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -19,6 +21,15 @@ def _to_plain(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of the file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from balm.data.dataset import Dataset
 
-from .deps import require
+from balm.features.deps import require
 
 
 def linear_probe(ds: Dataset, train: str = "train", test: str = "test", max_iter: int = 2000) -> dict[str, dict]:
