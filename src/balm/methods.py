@@ -22,21 +22,9 @@ from typing import Any, Callable, Mapping
 from torch import nn
 
 from balm.baselines import Ada2I, AdaptiveFeatureWeighting, AFWOptions, CGGM, OGMGE
-from balm.core.contract import MethodParts
+from balm.core.contract import MethodParts, Target
 from balm.core.rebalancer import Rebalancer, option_names
 from balm.core.variants import VARIANTS, build_variant, variant_options
-
-
-@dataclass(frozen=True)
-class Target:
-    """The modules and facts of the model a method is built for."""
-
-    dims: Mapping[str, int]
-    encoders: Mapping[str, nn.Module]
-    embed_dims: Mapping[str, int]
-    fusion_head: nn.Linear
-    task: str = "classification"
-    num_classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,8 +156,7 @@ def build_method(
 
 def _variant_builder(name: str) -> Callable[[Target, dict], MethodParts]:
     def build(t: Target, options: dict) -> MethodParts:
-        return build_variant(name, dims=t.dims, encoders=t.encoders, embed_dims=t.embed_dims,
-                             fusion_head=t.fusion_head, task=t.task, num_classes=t.num_classes, **options)
+        return build_variant(name, t, **options)
 
     return build
 

@@ -173,24 +173,15 @@ class Ada2I(OGMGE):
     method = "Ada2I"
     noise_reference = "after"
 
-    def __init__(
-        self,
-        encoders: Mapping[str, nn.Module],
-        embed_dims: Mapping[str, int],
-        fusion_head: nn.Linear,
-        *,
-        feature_weighting: AdaptiveFeatureWeighting | None = None,
-        **kwargs,
-    ):
-        super().__init__(encoders, embed_dims, fusion_head, **kwargs)
+    def __init__(self, *args, feature_weighting: AdaptiveFeatureWeighting | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
         if feature_weighting is not None and not isinstance(feature_weighting, AdaptiveFeatureWeighting):
             raise TypeError(f"feature_weighting must be an AdaptiveFeatureWeighting, got {type(feature_weighting).__name__}")
         self.__dict__["_afw"] = feature_weighting  # a reference: the model owns it (the input-module slot)
 
     def alignment_loss(self) -> Tensor:
         """``feature_weight · L_feature`` of the AFW's last training forward, or zero."""
-        w = self._fusion_head.weight
         loss = self._afw.pop_feature_loss() if self._afw is not None else None
         if loss is None or self.feature_weight == 0:
-            return torch.zeros((), device=w.device, dtype=w.dtype)
-        return self.feature_weight * loss.to(w.dtype)
+            return self.zero_loss()
+        return self.feature_weight * loss.to(self._fusion_head.weight.dtype)

@@ -100,20 +100,9 @@ class CGGM(Rebalancer):
     method = "CGGM"
     state_attributes = ("_prev", "_has_prev", "_balance")
 
-    def __init__(
-        self,
-        encoders: Mapping[str, nn.Module],
-        embed_dims: Mapping[str, int],
-        fusion_head: nn.Linear,
-        *,
-        task: str = "classification",
-        num_classes: int | None = None,
-        **options,
-    ):
-        super().__init__(encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, **options)
-        w = fusion_head.weight
-        self.heads = mlp_heads(self.embed_dims, fusion_head.in_features, self.out_features, w)
-        self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def setup(self) -> None:
+        head = self._fusion_head
+        self.add_heads(mlp_heads(self.embed_dims, head.in_features, self.out_features, head.weight))
         self._prev: Tensor | None = None  # ε_{t−1}
         self._has_prev: Tensor | None = None
         self._balance: Tensor | None = None  # B_t for the next alignment_loss
@@ -135,17 +124,11 @@ class CGGM(Rebalancer):
         outside the window."""
         w = self._fusion_head.weight
         if self._balance is None or not self.active or self.lam == 0:
-            return torch.zeros((), device=w.device, dtype=w.dtype)
+            return self.zero_loss()
         cos = BF.cosine_to_fused(self._head_weights().to(w.device, w.dtype), w)
         return self.lam * direction_loss(self._balance.to(w.device, w.dtype), cos)
 
-    def rebalance_(
-        self,
-        embeddings: Mapping[str, Tensor],
-        fused_output: Tensor,
-        targets: Tensor,
-        masks: Mapping[str, Tensor] | None = None,
-    ) -> None:
+    def rebalance_(self, embeddings: Mapping[str, Tensor], fused_output: Tensor, targets: Tensor, masks=None) -> None:
         """One CGGM step after ``loss.backward()``, before ``optimizer.step()``.
 
         embeddings[m]: (N, d_z^m); fused_output: (N, C) logits or (N,) scores; targets: (N,);

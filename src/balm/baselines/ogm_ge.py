@@ -116,17 +116,8 @@ class OGMGE(Rebalancer):
     method = "OGM-GE"
     noise_reference = "before"
 
-    def __init__(
-        self,
-        encoders: Mapping[str, nn.Module],
-        embed_dims: Mapping[str, int],
-        fusion_head: nn.Linear,
-        *,
-        task: str = "classification",
-        num_classes: int | None = None,
-        **options,
-    ):
-        super().__init__(encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, **options)
+    def setup(self) -> None:
+        fusion_head = self._fusion_head
         total = sum(self.embed_dims.values())
         if self.scores == "split" and fusion_head.in_features != total:
             raise ValueError(
@@ -137,10 +128,9 @@ class OGMGE(Rebalancer):
         w = fusion_head.weight
         self.heads: nn.ModuleDict | None = None
         if self.scores == "heads":
-            self.heads = nn.ModuleDict(
+            self.add_heads(nn.ModuleDict(
                 {m: nn.Linear(self.embed_dims[m], self.out_features) for m in self.modalities}
-            ).to(device=w.device, dtype=w.dtype)
-            self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            ).to(device=w.device, dtype=w.dtype))
 
     def _unimodal_outputs(self, zs: list[Tensor]) -> Tensor:
         if self.heads is None:
@@ -155,13 +145,7 @@ class OGMGE(Rebalancer):
         ratio = disparity_ratios(score, count > 0)
         return {"confidence": score, "ratio": ratio, "coeff": ogm_coefficients(ratio, self.alpha, self.form), "n_present": count}
 
-    def rebalance_(
-        self,
-        embeddings: Mapping[str, Tensor],
-        fused_output: Tensor,
-        targets: Tensor,
-        masks: Mapping[str, Tensor] | None = None,
-    ) -> None:
+    def rebalance_(self, embeddings: Mapping[str, Tensor], fused_output: Tensor, targets: Tensor, masks=None) -> None:
         """One step after ``loss.backward()``, before :meth:`step`.
 
         embeddings[m]: (N, d_z^m); fused_output: (N, C) logits or (N,) scores (unused by OGM-GE

@@ -2,7 +2,7 @@
 every balancing method subclasses, and the pure functions behind them (torch only)."""
 
 from . import functional
-from .contract import MethodParts
+from .contract import MethodParts, Target
 from .feature_calibration import FeatureCalibration
 from .gradient_rebalancer import GradientRebalancer, GRMOptions
 from .rebalancer import Rebalancer, RebalancerOptions
@@ -13,6 +13,7 @@ __all__ = [
     "GradientRebalancer",
     "GRMOptions",
     "MethodParts",
+    "Target",
     "Rebalancer",
     "RebalancerOptions",
     "VARIANTS",

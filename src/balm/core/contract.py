@@ -72,6 +72,18 @@ def check_contract(
     return out
 
 
+@dataclass(frozen=True)
+class Target:
+    """The explicit modules and facts of the model a balancing method is built for."""
+
+    dims: Mapping[str, int]
+    encoders: Mapping[str, nn.Module]
+    embed_dims: Mapping[str, int]
+    fusion_head: nn.Linear
+    task: str = "classification"
+    num_classes: int | None = None
+
+
 @dataclass
 class MethodParts:
     """What a balancing method adds to a backbone: an optional module in front of the encoders

@@ -103,20 +103,9 @@ class GradientRebalancer(Rebalancer):
     method = "GRM"
     state_attributes = ("_mu_bar", "_kl_prev", "_has_prev", "_ema_state", "_mu_moments", "_counts", "_flags")
 
-    def __init__(
-        self,
-        encoders: Mapping[str, nn.Module],
-        embed_dims: Mapping[str, int],
-        fusion_head: nn.Linear,
-        *,
-        task: str = "classification",
-        num_classes: int | None = None,
-        **options,
-    ):
-        super().__init__(encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, **options)
-        w = fusion_head.weight
-        self.heads = mlp_heads(self.embed_dims, fusion_head.in_features, self.out_features, w)
-        self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def setup(self) -> None:
+        head = self._fusion_head
+        self.add_heads(mlp_heads(self.embed_dims, head.in_features, self.out_features, head.weight))
         self._mu_bar: Tensor | None = None
         self._kl_prev: Tensor | None = None
         self._has_prev: Tensor | None = None
@@ -181,7 +170,7 @@ class GradientRebalancer(Rebalancer):
         Exactly 0 before the first rebalance, outside the window and when ``spatial=False``."""
         w = self._fusion_head.weight
         if not (self.spatial and self.active) or self._mu_bar is None:
-            return torch.zeros((), device=w.device, dtype=w.dtype)
+            return self.zero_loss()
         cos = BF.cosine_to_fused(self._head_out_weights().to(w.device, w.dtype), w)
         return self.tau * BF.spatial_loss(self._mu_bar.to(w.device, w.dtype), cos)
 
@@ -208,13 +197,7 @@ class GradientRebalancer(Rebalancer):
         delta, scale, self._kl_prev, self._has_prev = BF.history_delta(before, has, self._kl_prev, self._has_prev)
         return before, delta, scale
 
-    def rebalance_(
-        self,
-        embeddings: Mapping[str, Tensor],
-        fused_output: Tensor,
-        targets: Tensor,
-        masks: Mapping[str, Tensor] | None = None,
-    ) -> None:
+    def rebalance_(self, embeddings: Mapping[str, Tensor], fused_output: Tensor, targets: Tensor, masks=None) -> None:
         """One GRM step, after ``loss.backward()`` and before :meth:`step` (Algorithm 1).
 
         embeddings[m]: (N, d_z^m) encoder outputs z^m; fused_output: the backbone's prediction,

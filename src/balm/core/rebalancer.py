@@ -15,7 +15,8 @@ for every method::
     rebalancer.step(optimizer)          # optimizer.step(), plus the update scaling if any
 
 A method subclasses :class:`Rebalancer`, declares its options as a dataclass subclassing
-:class:`RebalancerOptions` (``Options``), and implements :meth:`Rebalancer.rebalance_` (usually
+:class:`RebalancerOptions` (``Options``), builds its heads in :meth:`Rebalancer.setup` and
+implements :meth:`Rebalancer.rebalance_` (usually
 :meth:`~Rebalancer.prepare`, a head step, the coefficients, then :meth:`~Rebalancer.scale_`).
 """
 
@@ -154,6 +155,17 @@ class Rebalancer(nn.Module):
         self._epoch = 0
         self._last: dict[str, Tensor] = {}
         self._pending: Tensor | None = None  # coefficients awaiting step() with modulate="update"
+        self.setup()
+
+    def setup(self) -> None:
+        """Build the method's own modules and state (heads, their optimizer, histories); called at
+        the end of ``__init__`` once options, modalities and the referenced modules are set."""
+
+    def add_heads(self, heads: nn.ModuleDict) -> None:
+        """Register the method's unimodal heads (``self.heads``) and give them their own Adam
+        (``head_optimizer``, with the options ``lr`` and ``weight_decay``)."""
+        self.heads = heads
+        self.head_optimizer = torch.optim.Adam(heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     # ------------------------------------------------------------------ window
     @property
@@ -222,6 +234,10 @@ class Rebalancer(nn.Module):
 
     def alignment_loss(self) -> Tensor:
         """Extra term added to the task loss; zero for methods without one."""
+        return self.zero_loss()
+
+    def zero_loss(self) -> Tensor:
+        """A zero on the fusion head's device and dtype (the loss of a step without a term)."""
         w = self._fusion_head.weight
         return torch.zeros((), device=w.device, dtype=w.dtype)
 

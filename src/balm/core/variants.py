@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-from torch import nn
-
-from .contract import MethodParts
+from .contract import MethodParts, Target
 from .feature_calibration import FeatureCalibration
 from .gradient_rebalancer import GradientRebalancer, GRMOptions
 from .rebalancer import option_names
@@ -35,18 +33,8 @@ def variant_options(name: str) -> tuple[str, ...]:
     return (FCM_OPTIONS if use_fcm else ()) + (option_names(GRMOptions) if fixed is not None else ())
 
 
-def build_variant(
-    name: str,
-    *,
-    dims: Mapping[str, int],
-    encoders: Mapping[str, nn.Module],
-    embed_dims: Mapping[str, int],
-    fusion_head: nn.Linear,
-    task: str = "classification",
-    num_classes: int | None = None,
-    **options: Any,
-) -> MethodParts:
-    """Build BALM variant ``name`` (one of :data:`VARIANTS`).
+def build_variant(name: str, target: Target, **options: Any) -> MethodParts:
+    """Build BALM variant ``name`` (one of :data:`VARIANTS`) for ``target``'s modules.
 
     ``options``: ``d_global`` for variants with FCM and any option of :class:`GRMOptions` for
     variants with GRM (:func:`variant_options`); another name raises ``TypeError``. An option the
@@ -58,7 +46,8 @@ def build_variant(
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for variant {name!r}; valid: {sorted(valid)}")
     use_fcm, fixed = _SPEC[name]
-    fcm = FeatureCalibration(dims, d_global=options.get("d_global")) if use_fcm else None
+    t = target
+    fcm = FeatureCalibration(t.dims, d_global=options.get("d_global")) if use_fcm else None
     rebalancer = None
     if fixed is not None:
         grm_options = {k: v for k, v in options.items() if k not in FCM_OPTIONS}
@@ -69,5 +58,6 @@ def build_variant(
                     f"(pick the variant that has it, one of {list(VARIANTS)})"
                 )
             grm_options[key] = value
-        rebalancer = GradientRebalancer(encoders, embed_dims, fusion_head, task=task, num_classes=num_classes, **grm_options)
+        rebalancer = GradientRebalancer(t.encoders, t.embed_dims, t.fusion_head, task=t.task, num_classes=t.num_classes,
+                                        **grm_options)
     return MethodParts(name=name, input_module=fcm, rebalancer=rebalancer)
