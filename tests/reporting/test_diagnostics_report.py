@@ -66,13 +66,18 @@ def test_shapley_rows_average_over_seeds(tmp_path):
 
 
 def test_lemma1_fits_only_with_three_availability_levels():
-    def pts(xs):
-        return [{"model": "m", "modality": "a", "availability": x, "grad_norm": 1.0 + 2.0 * x} for x in xs]
+    def pts(xs, req=None):
+        return [{"model": "m", "modality": "a", "availability": x, "grad_norm": 1.0 + 2.0 * x,
+                 "requested_availability": None if req is None else req[i]} for i, x in enumerate(xs)]
 
     # two levels (with a realised-rate wobble below 1e-3): no slope
     assert FG.lemma1_fits(pts([0.5, 0.50004, 0.3, 0.3])) == []
     (f,) = FG.lemma1_fits(pts([0.3, 0.5, 0.7, 0.5]))
     assert f["slope"] == pytest.approx(2.0) and f["intercept"] == pytest.approx(1.0) and f["levels"] == 3
+    # requested rates decide the levels: two requests whose realised rates differ by seed
+    assert FG.lemma1_fits(pts([0.29, 0.31, 0.52, 0.48], req=[0.3, 0.3, 0.5, 0.5])) == []
+    (f,) = FG.lemma1_fits(pts([0.29, 0.52, 0.71], req=[0.3, 0.5, 0.7]))
+    assert f["levels"] == 3 and f["slope"] == pytest.approx(2.0)
 
 
 def test_smooth_band_is_a_trailing_mean_with_the_window_range():

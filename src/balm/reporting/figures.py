@@ -302,28 +302,37 @@ def lemma1_points(runs) -> list[dict]:
             continue
         norms = mean_encoder_grad_norms(r.path / "stats.jsonl") if (r.path / "stats.jsonl").exists() else {}
         realised = r.result["realised_rates"].get("train", {})
+        requested = r.result.get("requested_rates") or {}
         for m, g in norms.items():
             pts.append({"run_id": r.run_id, "model": r.model, "modality": m,
-                        "availability": 1.0 - realised.get(m, 0.0), "grad_norm": g})
+                        "availability": 1.0 - realised.get(m, 0.0), "grad_norm": g,
+                        "requested_availability": 1.0 - requested[m] if m in requested else None})
     return pts
 
 
-def availability_levels(x) -> int:
-    """Distinct availabilities (rounded to 1e-3: realised rates of one requested rate differ by
-    a few utterances across seeds) among a modality's points."""
-    return int(np.unique(np.round(np.asarray(x, float), 3)).size)
+def availability_levels(points_or_x) -> int:
+    """Distinct availability levels among a modality's points: the requested availabilities
+    1 − r_m where the runs requested rates (realised rates of one request differ by a few
+    utterances across seeds), otherwise the realised ones rounded to 0.001."""
+    if len(points_or_x) and isinstance(points_or_x[0], dict):
+        req = [p.get("requested_availability") for p in points_or_x]
+        if all(v is not None for v in req):
+            return int(np.unique(np.round(np.asarray(req, float), 9)).size)
+        points_or_x = [p["availability"] for p in points_or_x]
+    return int(np.unique(np.round(np.asarray(points_or_x, float), 3)).size)
 
 
 def lemma1_fits(points: list[dict], min_levels: int = MIN_LEMMA1_LEVELS) -> list[dict]:
     """Least-squares slope per (model, modality), only where the modality's availability takes at
-    least ``min_levels`` distinct values across the runs (fewer give a line through clusters)."""
+    least ``min_levels`` distinct levels (:func:`availability_levels`) across the runs (fewer
+    give a line through clusters)."""
     fits = []
     for model in dict.fromkeys(p["model"] for p in points):
         for m in dict.fromkeys(p["modality"] for p in points if p["model"] == model):
             sel = [p for p in points if p["model"] == model and p["modality"] == m]
             x = np.array([p["availability"] for p in sel])
             y = np.array([p["grad_norm"] for p in sel])
-            levels = availability_levels(x)
+            levels = availability_levels(sel)
             if levels < min_levels:
                 continue
             b, a, r2 = fit_line(x, y)
@@ -353,7 +362,7 @@ def lemma1_figure(points: list[dict], fits: list[dict], model: str, out: Path) -
             ax.plot(xs, f["intercept"] + f["slope"] * xs, color=cmap(i), lw=1.3)
             label = f"{m}: slope {f['slope']:.3g}, r² {f['r2']:.2f} ({f['levels']} levels)"
         else:
-            levels = availability_levels(x)
+            levels = availability_levels([p for p in sel if p["modality"] == m])
             label = f"{m}: no fit ({levels} availability level{'s' if levels != 1 else ''})"
             unfitted.append(m)
         ax.plot([], [], color=cmap(i), marker="o", ls="-" if m in mfits else "", label=label)
