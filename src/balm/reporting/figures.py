@@ -247,7 +247,7 @@ def tsne_figure(sample_file: Path, out: Path, title: str, label_names: Sequence[
             for c in classes:
                 sel = (labels == c) & (patterns == pat)
                 if sel.any():
-                    ax.scatter(y2[sel, 0], y2[sel, 1], s=9, marker=MARKERS[j % len(MARKERS)], alpha=0.75,
+                    ax.scatter(y2[sel, 0], y2[sel, 1], s=18, marker=MARKERS[j % len(MARKERS)], alpha=0.75,
                                color=cmap(int(c) % 10) if c >= 0 else "0.6", linewidths=0)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("t-SNE 1 (arbitrary units)")
@@ -366,13 +366,11 @@ def lemma1_figure(points: list[dict], fits: list[dict], model: str, out: Path) -
             label = f"{m}: no fit ({levels} availability level{'s' if levels != 1 else ''})"
             unfitted.append(m)
         ax.plot([], [], color=cmap(i), marker="o", ls="-" if m in mfits else "", label=label)
-    if unfitted:
-        ax.text(0.02, 0.02, f"slopes need ≥ {MIN_LEMMA1_LEVELS} distinct availabilities of a modality\n"
-                f"across the sweep's settings; none fitted for {', '.join(unfitted)}",
-                transform=ax.transAxes, fontsize=7, va="bottom", color="0.25")
     ax.set_xlabel("availability 1 − r_m (training split, realised; fraction)")
     ax.set_ylabel("mean encoder gradient norm ‖∇φ^m L‖₂")
-    ax.set_title(f"Lemma 1 — {model}", fontsize=10)
+    note = (f"\nno slope for {', '.join(unfitted)}: a fit needs ≥ {MIN_LEMMA1_LEVELS} availability levels "
+            "across the settings" if unfitted else "")
+    ax.set_title(f"Lemma 1 — {model}{note}", fontsize=10 if not unfitted else 8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
