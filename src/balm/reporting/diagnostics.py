@@ -98,6 +98,8 @@ def headroom_rows(runs: list[RunResult]) -> list[dict]:
             row[k] = float(np.mean([v[k] for v in vals]))
         row["gap_wf1"] = row["alone_wf1"] - row["joint_wf1"]
         rows.append(row)
+    order = {k: i for i, k in enumerate(dict.fromkeys((m, lab) for m, lab, _ in cells))}
+    rows.sort(key=lambda r: (order[(r["model"], tuple(r[k] for k in keys))], -r["pattern"].count("+"), r["pattern"]))
     return rows
 
 
