@@ -22,7 +22,7 @@ from balm.io import atomic_write, dumps_line
 from .prepare import PreparedData
 
 RESULT_SCHEMA = "balm-result/1"
-OUTPUT_FILES = ("result.json", "checkpoint.pt", "stats.jsonl", "tsne.npz", "tb")
+OUTPUT_FILES = ("result.json", "checkpoint.pt", "stats.jsonl", "tsne.npz", "predictions.npz", "tb")
 
 
 def fresh_output_dir(out_dir: str | Path) -> Path:
@@ -134,17 +134,22 @@ class RunLog:
         self._n_steps += 1
         self.steps += 1
 
-    def epoch(self, epoch: int, dev: dict, seconds: float) -> None:
-        """The end of an epoch: mean training loss and gradient norms, the dev metrics, the time."""
+    def epoch(self, epoch: int, dev: dict, seconds: float, heads: dict[str, float] | None = None) -> None:
+        """The end of an epoch: mean training loss and gradient norms, the dev metrics, the time,
+        and ``heads``: the dev accuracy of each unimodal head of the rebalancer (if it has heads)."""
         self.epoch_seconds.append(seconds)
         train_loss = float(np.mean(self._losses)) if self._losses else float("nan")
         mean_norms = {m: v / max(self._n_steps, 1) for m, v in self._norm_sums.items()}
-        self.history.append({"epoch": epoch, "train_loss": train_loss, "dev_acc": dev["acc"], "dev_wf1": dev["wf1"]})
-        self._stats.write(dumps_line({"kind": "epoch", "epoch": epoch, "train_loss": train_loss, "dev_acc": dev["acc"],
-                                      "dev_wf1": dev["wf1"], "encoder_grad_norm": mean_norms, "seconds": seconds}) + "\n")
+        hist = {"epoch": epoch, "train_loss": train_loss, "dev_acc": dev["acc"], "dev_wf1": dev["wf1"]}
+        record = {"kind": "epoch", "epoch": epoch, "train_loss": train_loss, "dev_acc": dev["acc"],
+                  "dev_wf1": dev["wf1"], "encoder_grad_norm": mean_norms, "seconds": seconds}
+        if heads is not None:
+            hist["dev_head_acc"] = record["dev_head_acc"] = heads
+        self.history.append(hist)
+        self._stats.write(dumps_line(record) + "\n")
         self._stats.flush()
         self.tb.scalars("epoch", {"train_loss": train_loss, "dev_acc": dev["acc"], "dev_wf1": dev["wf1"],
-                                  "encoder_grad_norm": mean_norms}, epoch)
+                                  "encoder_grad_norm": mean_norms, **({"dev_head_acc": heads} if heads else {})}, epoch)
         self._bar.update(1)
         self._bar.set_postfix(loss=f"{train_loss:.4f}", dev_wf1=f"{dev['wf1']:.4f}")
         msg = (f"epoch {epoch + 1}/{self.epochs}  loss {train_loss:.4f}  dev acc {dev['acc']:.4f}  "
@@ -171,9 +176,15 @@ def write_tsne(path: Path, sample: dict) -> None:
     atomic_write(path, lambda tmp: _savez(tmp, sample))
 
 
+def write_predictions(path: Path, arrays: dict) -> None:
+    """``predictions.npz`` (compressed, atomic) from :func:`balm.experiments.diagnostics.prediction_arrays`."""
+    atomic_write(path, lambda tmp: _savez(tmp, arrays))
+
+
 def run_result(cfg: Config, data: PreparedData, log: RunLog, *, test: dict, best: dict, stopped_early: bool,
-               device: torch.device, model: nn.Module, rebalancer) -> dict:
-    """The content of ``result.json`` (``schema: balm-result/1``, docs/experiments.md)."""
+               device: torch.device, model: nn.Module, rebalancer, shapley: dict | None = None) -> dict:
+    """The content of ``result.json`` (``schema: balm-result/1``, docs/experiments.md); ``shapley``:
+    :func:`balm.experiments.diagnostics.shapley_report` of the selected model on test."""
     ds = data.dataset
     dev_best = {k: v for k, v in best["dev"].items() if k != "report"}
     return {
@@ -207,8 +218,10 @@ def run_result(cfg: Config, data: PreparedData, log: RunLog, *, test: dict, best
             "model": sum(p.numel() for p in model.parameters()),
             "heads": 0 if rebalancer is None else sum(p.numel() for p in rebalancer.parameters()),
         },
+        "shapley": shapley,
         "files": {
             "checkpoint": "checkpoint.pt" if cfg.checkpoint else None,
+            "predictions": "predictions.npz",
             "stats": "stats.jsonl",
             "tsne": "tsne.npz" if cfg.tsne_samples else None,
             "tensorboard": "tb" if log.tb.writer is not None else None,

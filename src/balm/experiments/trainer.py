@@ -12,8 +12,10 @@ The loop follows Algorithm 1 (DESIGN §4) step by step::
 
 The epoch with the best validation weighted-F1 is kept (the test split is never looked at during
 training) and evaluated on test. Outputs of ``train(config, out_dir)`` (docs/experiments.md):
-``result.json`` (written last, atomically), ``checkpoint.pt``, ``stats.jsonl``, ``tsne.npz``
-and TensorBoard events in ``tb/``. The pieces live beside this loop: :mod:`.prepare` (data),
+``result.json`` (written last, atomically), ``checkpoint.pt``, ``stats.jsonl``, ``tsne.npz``,
+``predictions.npz`` (per-utterance test predictions) and TensorBoard events in ``tb/``; after
+model selection the best model's exact Shapley values of the modalities
+(:mod:`.diagnostics`) go into result.json. The pieces live beside this loop: :mod:`.prepare` (data),
 :mod:`.model` (model, checkpoint), :mod:`.losses`, :mod:`.evaluation`, :mod:`.runlog` (files).
 """
 
@@ -30,13 +32,14 @@ import torch
 from balm.data.batch import collate
 from balm.data.dataset import Dataset
 
+from . import diagnostics as DG
 from .config import Config
 from .evaluation import batches, evaluate_split, tsne_sample
 from balm.io import atomic_write_json
 from .losses import class_weight_tensor, make_loss
 from .model import build_model, model_meta, resolve_device, save_checkpoint
 from .prepare import prepare_data
-from .runlog import RunLog, encoder_grad_norms, fresh_output_dir, run_result, write_tsne
+from .runlog import RunLog, encoder_grad_norms, fresh_output_dir, run_result, write_predictions, write_tsne
 
 
 def train(
@@ -95,7 +98,8 @@ def train(
                 runlog.step(epoch, loss, task_loss, norms, rebalancer)
 
             dev = evaluate_split(model, dev_split, meta, eval_bs, device)
-            runlog.epoch(epoch, dev, time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            runlog.epoch(epoch, dev, seconds, heads=DG.head_accuracy(model, rebalancer, dev_split, meta, eval_bs, device))
             if dev["wf1"] > best["wf1"]:
                 best = {"wf1": dev["wf1"], "epoch": epoch, "dev": dev,
                         "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
@@ -115,7 +119,9 @@ def train(
         sample = tsne_sample(model, test_split, cfg.tsne_samples, cfg.seed, eval_bs, device)
         sample["modalities"] = np.array(data.modalities)
         write_tsne(out / "tsne.npz", sample)
+    write_predictions(out / "predictions.npz", DG.prediction_arrays(model, test_split, eval_bs, device))
+    shapley = DG.shapley_report(model, test_split, meta, eval_bs, device)
     result = run_result(cfg, data, runlog, test=test, best=best, stopped_early=stopped_early, device=device,
-                        model=model, rebalancer=rebalancer)
+                        model=model, rebalancer=rebalancer, shapley=shapley)
     atomic_write_json(out / "result.json", result)
     return result

@@ -7,8 +7,13 @@ Files written (each replaced atomically):
 - ``table.csv`` (long format, fractions), ``table_acc.csv`` / ``table_wf1.csv`` (paper layout);
 - ``paired.csv`` (paired differences, long format, fractions) and ``paired_wins.csv``;
 - ``leaders.csv``: every backbone's columns ranked within each setting (:mod:`balm.reporting.leaders`);
-- ``lemma1.csv`` (one point per run and modality) and ``lemma1_fit.csv`` (slope per modality);
-- ``figures/curves_*.png``, ``figures/tsne_*.png``, ``figures/lemma1_*.png``.
+- ``lemma1.csv`` (one point per run and modality) and ``lemma1_fit.csv`` (slope per modality,
+  only where a modality's availability takes at least 3 distinct values);
+- ``headroom.csv``: per missing pattern, the joint model next to a model trained on the
+  pattern's modalities alone (sweeps with subset runs, :mod:`balm.reporting.diagnostics`);
+- ``shapley.csv``: each modality's exact Shapley value of test W-F1 per model and setting;
+- ``figures/curves_*.png``, ``figures/tsne_*.png``, ``figures/lemma1_*.png``,
+  ``figures/heads_*.png`` (unimodal head accuracy on dev over the epochs, per backbone + method).
 
 ``sweep_dir/summary.csv`` is rebuilt from the result files first.
 """
@@ -23,6 +28,7 @@ from pathlib import Path
 
 from balm.io import atomic_write_text
 
+from . import diagnostics as DG
 from . import figures as FG
 from . import leaders as LD
 from . import paired as PD
@@ -93,8 +99,11 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
             if made >= max_figures:
                 break
             files = [r.path / "stats.jsonl" for r in rs if (r.path / "stats.jsonl").exists()]
+            plain = groups.get((rs[0].config["backbone"], setting), []) if model != rs[0].config["backbone"] else []
+            plain_files = [r.path / "stats.jsonl" for r in plain if (r.path / "stats.jsonl").exists()]
             title = f"{model}  {', '.join(f'{k}={v}' for k, v in zip(table.keys, setting))}"
-            p = FG.modulation_curves(files, figdir / f"curves_{_slug(model, *setting)}.png", title)
+            p = FG.modulation_curves(files, figdir / f"curves_{_slug(model, *setting)}.png", title, plain_files,
+                                     method_name=model)
             if p:
                 figures.append(p)
                 made += 1
@@ -120,10 +129,27 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
     fits = FG.lemma1_fits(points)
     atomic_write_text(out / "lemma1.csv", _csv(points))
     atomic_write_text(out / "lemma1_fit.csv", _csv(fits))
-    for model in dict.fromkeys(f["model"] for f in fits):
+    for model in dict.fromkeys(p["model"] for p in points):
         p = FG.lemma1_figure(points, fits, model, figdir / f"lemma1_{_slug(model)}.png")
         if p:
             figures.append(p)
+
+    by_model: dict[str, list] = {}
+    for r in runs:
+        if DG._is_joint(r):
+            by_model.setdefault(r.model, []).append(r)
+    for model, rs in by_model.items():
+        p = FG.head_accuracy_figure(rs, figdir / f"heads_{_slug(model)}.png",
+                                    f"{model}: unimodal heads (runs on every modality)")
+        if p:
+            figures.append(p)
+    no_heads = [m for m, rs in by_model.items() if not FG.head_accuracy_curves(rs)]
+
+    headroom = DG.headroom_rows(runs)
+    hkeys = [k for k in table.keys if k != "modalities"]
+    DG.write_csv_rows(out / "headroom.csv", headroom)
+    shapley = DG.shapley_rows(runs)
+    DG.write_csv_rows(out / "shapley.csv", shapley)
 
     from balm.experiments.rundir import plan_run_dirs
 
@@ -139,11 +165,30 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
         lines += ["## Which method leads\n", md_leaders, "CSV: [leaders.csv](leaders.csv) (every column's rank per setting).\n"]
     if fits:
         lines.append("### Lemma 1: encoder gradient norm against availability 1 − r_m\n")
-        lines.append("| model | modality | slope | r² | points |")
-        lines.append("|---|---|---|---|---|")
+        lines.append("| model | modality | slope | r² | points | availability levels |")
+        lines.append("|---|---|---|---|---|---|")
         for f in fits:
-            lines.append(f"| {f['model']} | {f['modality']} | {f['slope']:.4g} | {f['r2']:.3f} | {f['points']} |")
+            lines.append(f"| {f['model']} | {f['modality']} | {f['slope']:.4g} | {f['r2']:.3f} | {f['points']} | "
+                         f"{f['levels']} |")
         lines.append("")
+    if points and len(fits) < len({(p["model"], p["modality"]) for p in points}):
+        lines.append(f"Lemma 1: no slope is fitted for a modality whose availability takes fewer than "
+                     f"{FG.MIN_LEMMA1_LEVELS} distinct values across the sweep's settings; its figure shows the "
+                     "gradient norms alone.\n")
+    if headroom:
+        lines += ["## Headroom per missing pattern (test)\n",
+                  "Joint model on the test utterances with each missing pattern, next to a model trained on that "
+                  "pattern's modalities alone, on the same utterances (%, mean over seeds). gap = alone − joint: "
+                  "positive gaps are room any balancing could recover.\n",
+                  DG.headroom_markdown(headroom, hkeys), "CSV: [headroom.csv](headroom.csv).\n"]
+    if shapley:
+        lines += ["## Shapley value of each modality (test W-F1, points)\n",
+                  "Exact, from 2^M evaluations of the selected model with modalities made absent (mask False, "
+                  "features zero); the values sum to v(all) − v(∅).\n",
+                  DG.shapley_markdown(shapley, table.keys), "CSV: [shapley.csv](shapley.csv).\n"]
+    if no_heads:
+        lines.append(f"Unimodal head accuracy is not available for {', '.join(no_heads)}: the method has no "
+                     "unimodal heads (none, fcm-only, OGM-GE with split scores); docs/experiments.md.\n")
     if figures:
         lines.append("### Figures\n")
         for p in figures:
@@ -152,4 +197,4 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
         lines.append("")
     atomic_write_text(out / "report.md", "\n".join(lines))
     return {"dir": out, "markdown": out / "report.md", "table": md_table, "paired": md_paired, "figures": figures,
-            "runs": len(runs), "lemma1": fits, "leaders": md_leaders}
+            "runs": len(runs), "lemma1": fits, "leaders": md_leaders, "headroom": headroom, "shapley": shapley}
