@@ -192,6 +192,19 @@ def _backbones() -> tuple[str, ...]:
     return tuple(BACKBONES)
 
 
+def _backbone(key: str, v: Any) -> str:
+    """A registered backbone name, or ``package.module:Class`` naming a backbone class."""
+    from balm.backbones.registry import resolve_backbone
+
+    if isinstance(v, str) and ":" in v:
+        try:
+            resolve_backbone(v)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(exc), key=key) from None
+        return v
+    return _choice(_backbones, "backbone")(key, v)
+
+
 def _method(key: str, v: Any) -> str:
     """A registered method name, or ``package.module:Class`` naming a rebalancer class."""
     from balm.methods import get, names
@@ -286,7 +299,8 @@ class Config:
     """Everything one training run needs; see docs/experiments.md for every key."""
 
     data: str = _opt(_data, "dataset: a native dataset directory or synthetic:iemocap | synthetic:mosei", type_doc="str")
-    backbone: str = _opt(_choice(_backbones, "backbone"), "backbone name", "late_fusion", "str")
+    backbone: str = _opt(_backbone, "backbone: late_fusion, mmgcn, mmdfn, gcnet, or package.module:Class naming "
+                         "your own (docs/backbones.md, examples/my_backbone.py)", "late_fusion", "str")
     backbone_options: dict = _opt(_mapping, "keyword arguments of the backbone's constructor", {}, "mapping")
     method: str = _opt(_method, "balancing method: a BALM variant (none, fcm-only, grm-only, balm, balm-d, balm-s, "
                        "balm-m), a baseline (ogm-ge, cggm, ada2i), a registered name or package.module:Class "
@@ -301,7 +315,9 @@ class Config:
                            "(Table 10 trains incomplete and tests complete: test_rates: 0.0)", None, "list | mapping | float | null")
     modalities: Any = _opt(_modalities, "modalities used for training and evaluation (others are dropped after "
                            "masking); list of names or letters like 'AL'; null = all", None, "list | str | null")
-    mask_strategy: str = _opt(_choice(_strategies, "mask strategy"), "missing-mask operator strategy", "paper", "str")
+    mask_strategy: str = _opt(_choice(_strategies, "mask strategy"), "missing-mask operator "
+                             "strategy: exact (realised rates within 1/n of the request), paper (the supplement's "
+                             "Eq. 36-38, low by Π r / M; the reproduction configs set it), reference", "exact", "str")
     mask_seed: Any = _opt(_int(0, optional=True), "seed of the masks and the dev split; null = seed", None, "int | null")
     seed: int = _opt(_int(0), "seed of initialisation, batch order and dropout", 0, "int")
     epochs: int = _opt(_int(1), "training epochs", 80, "int")
@@ -415,22 +431,17 @@ def _unknown(key: str, valid: tuple[str, ...]) -> str:
 
 
 def backbone_parameters(name: str) -> tuple[str, ...]:
-    """Keyword options of backbone ``name``'s constructor (without dims and out_dim)."""
-    from balm.backbones.registry import BACKBONES
+    """Keyword options of backbone ``name``'s constructor (without dims and out_dim); ``()`` = any."""
+    from balm.backbones.registry import backbone_parameters as params
 
-    module, cls = BACKBONES[name].split(":")
-    sig = inspect.signature(getattr(importlib.import_module(module), cls).__init__)
-    skip = {"self", "dims", "out_dim"}
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return ()  # accepts anything
-    return tuple(n for n, p in sig.parameters.items() if n not in skip and p.kind is not p.VAR_POSITIONAL)
+    return params(name)
 
 
 def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
     try:
         valid = backbone_parameters(name)
-    except ImportError as exc:
-        raise ConfigError(f"backbone {name!r} cannot be imported: {exc}", key="backbone") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc), key="backbone") from None
     if not valid:
         return
     for k in options:
