@@ -50,6 +50,10 @@ def run(args) -> int:
     from balm.experiments.sweep import expand, run_sweep
     from balm.reporting.report import make_report
 
+    from balm.features.deps import require
+
+    for module, package in (("matplotlib", None), ("sklearn", "scikit-learn")):  # the report's, before any run
+        require(module, package, extra="experiments", purpose="balm demo's report")
     t0 = time.perf_counter()
     sweep = expand(demo_sweep(args.backbone, args.epochs), source="balm demo")
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731

@@ -20,8 +20,6 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
 from balm.errors import BalmError
 from balm.masking.rates import check_rates
 
@@ -42,33 +40,83 @@ class ConfigError(BalmError):
 # --------------------------------------------------------------------------- YAML
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3``-style floats (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
 )
+_LOADER = None
+YAML_EXTRA = "pyyaml is not installed: pip install -e '.[experiments]' from the clone (or pip install pyyaml)"
+
+
+def _yaml():
+    """(yaml module, SafeLoader that also reads ``1e-3``-style floats), or None without pyyaml.
+
+    YAML is optional: JSON configs, ``--set`` values written as JSON and every command that reads
+    no YAML work with the core dependencies only.
+    """
+    global _LOADER
+    try:
+        import yaml
+    except ImportError:
+        return None
+    if _LOADER is None:
+        class _Loader(yaml.SafeLoader):
+            pass
+
+        _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+        _LOADER = _Loader
+    return yaml, _LOADER
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value parsed as YAML (``0.3`` -> float, ``[a, b]`` -> list, ``none`` -> str)."""
+    """A ``--set`` value parsed as YAML (``0.3`` -> float, ``[a, b]`` -> list, ``none`` -> str).
+
+    Without pyyaml, values are parsed as JSON (numbers, true/false, null, quoted strings, lists and
+    mappings in JSON syntax) and anything else is a plain string; a value that looks like a YAML
+    list or mapping is then an error naming the extra to install.
+    """
+    y = _yaml()
+    if y is None:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            if text.strip()[:1] in "[{":
+                raise ConfigError(f"cannot parse {text!r} without YAML ({YAML_EXTRA}); write it as JSON, "
+                                  'e.g. {"audio": 0.5}') from None
+            return text
+    yaml, loader = y
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse value {text!r} as YAML: {exc}") from None
 
 
 BASE_KEY = "base"  # a config file's key naming the file it inherits from
+
+
+PACKAGE_PREFIX = "balm:"  # balm:iemocap/mmgcn.yaml = the config shipped with the package
+
+
+def config_path(path: str | Path) -> Path:
+    """``path``, or for ``balm:<name>`` the config ``<name>`` shipped inside the package (the
+    repository's ``configs/`` folder, installed as package data ``balm/configs``)."""
+    text = str(path)
+    if not text.startswith(PACKAGE_PREFIX):
+        return Path(path)
+    name = text[len(PACKAGE_PREFIX):].lstrip("/")
+    root = Path(__file__).resolve().parents[1] / "configs"
+    found = root / name
+    if not name or not found.is_file():
+        shipped = sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml")) if root.is_dir() else []
+        close = difflib.get_close_matches(name, shipped, n=1, cutoff=0.5)
+        hint = f"; did you mean {PACKAGE_PREFIX}{close[0]}?" if close else ""
+        raise ConfigError(f"no config {name!r} ships with the package{hint} ({len(shipped)} shipped, e.g. "
+                          f"{PACKAGE_PREFIX}iemocap/mmgcn.yaml)", source=text)
+    return found
 
 
 def read_mapping(path: str | Path) -> dict:
@@ -79,9 +127,10 @@ def read_mapping(path: str | Path) -> dict:
     keys at the top level only, so a key the child sets replaces the base's value whole (a
     child's ``backbone_options`` or ``sweep`` mapping is not merged into the base's). A base may
     have a base of its own; a cycle, a missing base file or a ``base`` that is not a path is an
-    error naming the files.
+    error naming the files. ``balm:iemocap/mmgcn.yaml`` names a config shipped with the package
+    (:func:`config_path`); its bases resolve inside the package the same way.
     """
-    return _read_chain(Path(path), ())
+    return _read_chain(config_path(path), ())
 
 
 def _read_chain(path: Path, children: tuple[Path, ...]) -> dict:
@@ -109,10 +158,21 @@ def _read_one(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError("config file not found", source=str(path))
     text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_Loader)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
+    else:
+        y = _yaml()
+        if y is None:
+            raise ConfigError(f"a YAML config needs pyyaml: {YAML_EXTRA}; or write the config as JSON",
+                              source=str(path))
+        yaml, loader = y
+        try:
+            data = yaml.load(text, Loader=loader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
