@@ -7,7 +7,7 @@ from balm.core import FeatureCalibration
 
 
 def reference_fcm(fcm, features, masks, valid):
-    """Independent loop implementation of FCM (DESIGN §2)."""
+    """Independent loop implementation of FCM (docs/method.md §2)."""
     mods = list(fcm.dims)
     B, T = valid.shape
     Wg, bg = fcm.squeeze.weight.detach(), fcm.squeeze.bias.detach()

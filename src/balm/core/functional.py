@@ -35,12 +35,12 @@ __all__ = [
     "as_sequences",
 ]
 
-MEAN_EPS = 1e-8  # the ε of the masked mean (DESIGN §2)
+MEAN_EPS = 1e-8  # the ε of the masked mean (docs/method.md §2)
 RAW_EPS = 1e-8  # the ε the public code adds to ΣΔ
 
 
 def masked_mean(x: Tensor, mask: Tensor, eps: float = MEAN_EPS) -> Tensor:
-    """Masked mean over steps (FCM, DESIGN §2): ``s = Σ_t e_t x_t / (Σ_t e_t + eps)``.
+    """Masked mean over steps (FCM, docs/method.md §2): ``s = Σ_t e_t x_t / (Σ_t e_t + eps)``.
 
     x: (B, T, d); mask: (B, T) bool (True = present and not padding). Returns (B, d).
     Entries where ``mask`` is False are ignored even if they hold non-finite values.
@@ -56,7 +56,7 @@ def calibration_gate(logits: Tensor) -> Tensor:
 
 
 def calibrate(x: Tensor, gate: Tensor, mask: Tensor) -> Tensor:
-    """Calibrated input ``x̂_t = e_t · g ⊙ x_t`` (FCM, DESIGN §2).
+    """Calibrated input ``x̂_t = e_t · g ⊙ x_t`` (FCM, docs/method.md §2).
 
     x: (B, T, d); gate: (B, d), one gate per sequence; mask: (B, T) bool.
     The result is exactly zero where ``mask`` is False.
