@@ -192,3 +192,15 @@ def test_builtin_names_and_import_paths_build_the_same_class():
     a = build_backbone("late_fusion", {"audio": 3, "text": 2}, 2)
     b = build_backbone("balm.backbones.late_fusion:LateFusion", {"audio": 3, "text": 2}, 2)
     assert type(a) is type(b)
+
+
+def test_backbone_without_options_rejects_any(capsys, tmp_path, tiny_data, broken_module):
+    cfg = write_yaml(tmp_path / "c.yaml", base_config(tiny_data, backbone=f"{broken_module}:NotAModule",
+                                                       backbone_options={"width": 3}))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert "must be a torch.nn.Module subclass" in capsys.readouterr().err
+    cfg = write_yaml(tmp_path / "c.yaml", base_config(tiny_data, backbone=f"{broken_module}:HeadNotLinear",
+                                                       backbone_options={"width": 3}))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "key 'backbone_options.width'" in err and "takes no options" in err, err

@@ -8,6 +8,7 @@ from typing import Mapping
 
 from torch import nn
 
+from ..errors import BalmError
 from .base import Backbone, BackboneOutput
 
 # name -> "module:Class"; modules are imported on demand
@@ -19,8 +20,12 @@ BACKBONES = {
 }
 
 
-class BackboneContractError(TypeError):
-    """A backbone class or instance that does not meet the contract of :class:`balm.backbones.Backbone`."""
+class BackboneContractError(BalmError, TypeError):
+    """A backbone class or instance that does not meet the contract of :class:`balm.backbones.Backbone`
+    (a :class:`balm.errors.BalmError`, so the CLI reports it as bad input; also a ``TypeError``)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, key="backbone")
 
 
 def is_import_path(name: str) -> bool:
@@ -62,6 +67,12 @@ def resolve_backbone(name: str) -> type:
         raise BackboneContractError(f"backbone {name!r} must be a torch.nn.Module subclass taking (dims, out_dim, "
                                     f"**backbone_options), got {type(obj).__name__} {obj!r}")
     return obj
+
+
+def takes_any_option(name: str) -> bool:
+    """Whether backbone ``name``'s constructor takes ``**kwargs`` (so any option is passed on)."""
+    sig = inspect.signature(resolve_backbone(name).__init__)
+    return any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
 
 def backbone_parameters(name: str) -> tuple[str, ...]:

@@ -260,7 +260,7 @@ def _backbone(key: str, v: Any) -> str:
         try:
             resolve_backbone(v)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(str(exc), key=key) from None
+            raise ConfigError(getattr(exc, "detail", str(exc)), key=key) from None
         return v
     return _choice(_backbones, "backbone")(key, v)
 
@@ -498,14 +498,18 @@ def backbone_parameters(name: str) -> tuple[str, ...]:
 
 
 def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
+    from balm.backbones.registry import takes_any_option
+
     try:
         valid = backbone_parameters(name)
+        if takes_any_option(name):
+            return
     except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc), key="backbone") from None
-    if not valid:
-        return
+        raise ConfigError(getattr(exc, "detail", str(exc)), key="backbone") from None
     for k in options:
         if k not in valid:
+            if not valid:
+                raise ConfigError(f"backbone {name!r} takes no options", key=f"backbone_options.{k}")
             raise ConfigError(_unknown(k, valid).replace("valid keys", f"options of {name}"), key=f"backbone_options.{k}")
 
 

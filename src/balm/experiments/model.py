@@ -100,7 +100,7 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
     try:
         backbone = build_backbone(cfg.backbone, dims, out_dim, **kw).to(device)
     except BackboneContractError as exc:
-        raise ConfigError(str(exc), key="backbone") from None
+        raise ConfigError(exc.detail, key="backbone") from None
     parts = build_method(
         cfg.method,
         dims=dims,
