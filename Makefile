@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# Python 3.10+ (pyproject's requires-python): torch 2.13.0 has no wheel for 3.9.
 # torch==2.13.0 goes first: pyproject asks for torch>=2.2, which it then already satisfies,
 # so no other (multi-GB) torch build is ever pulled in.
 $(STAMP): $(PY) pyproject.toml

@@ -73,7 +73,7 @@ def load_split(seed: int) -> tuple[Split, int, list[str]]:
     try:
         from balm.masking import make_masks
 
-        mask = make_masks(split.num_utterances, rates, seed)
+        mask = make_masks(split.num_utterances, rates, seed, strategy="paper")
     except ImportError:
         notes.append("balm.masking not available: Bernoulli masks")
         rng = np.random.default_rng(seed + 1)

@@ -7,7 +7,7 @@ from balm.core import FeatureCalibration
 
 
 def reference_fcm(fcm, features, masks, valid):
-    """Independent loop implementation of FCM (DESIGN §2)."""
+    """Independent loop implementation of FCM (docs/method.md §2)."""
     mods = list(fcm.dims)
     B, T = valid.shape
     Wg, bg = fcm.squeeze.weight.detach(), fcm.squeeze.bias.detach()
@@ -159,3 +159,47 @@ def test_bad_input_errors():
         fcm({"a": torch.zeros(2, 2), "b": torch.zeros(2, 3)}, {"a": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="positive int"):
         FeatureCalibration({"a": 0, "b": 3})
+
+
+def test_flat_modality_next_to_sequences():
+    """A (B, d) modality beside (B, T, d) sequences is one vector per sequence: its summary is the
+    vector itself (zero when missing), and every gate comes from the same z_b (loop written here)."""
+    torch.manual_seed(0)
+    dims = {"a": 3, "clip": 2, "c": 4}
+    fcm = FeatureCalibration(dims, d_global=5)
+    feats, masks, valid = make_inputs({"a": 3, "c": 4}, seed=1)
+    B = valid.shape[0]
+    clip_mask = torch.tensor([True, False, True])
+    clip = torch.randn(B, 2) * clip_mask[:, None]
+    out = fcm({**feats, "clip": clip}, {**masks, "clip": clip_mask}, valid)
+    assert out["clip"].shape == (B, 2) and out["a"].shape == feats["a"].shape
+
+    Wg, bg = fcm.squeeze.weight.detach(), fcm.squeeze.bias.detach()
+    Wc, bc = fcm.gates.weight.detach(), fcm.gates.bias.detach()
+    for b in range(B):
+        s = []
+        for m in dims:
+            if m == "clip":
+                s.append(clip[b] if clip_mask[b] else torch.zeros(2))
+                continue
+            keep = [t for t in range(valid.shape[1]) if valid[b, t] and masks[m][b, t]]
+            s.append(sum((feats[m][b, t] for t in keep), torch.zeros(dims[m])) / (len(keep) + 1e-8))
+        gate = 2.0 * torch.sigmoid(Wc @ torch.relu(Wg @ torch.cat(s) + bg) + bc)
+        g = dict(zip(dims, gate.split(list(dims.values()))))
+        want_clip = g["clip"] * clip[b] if clip_mask[b] else torch.zeros(2)
+        assert torch.allclose(out["clip"][b], want_clip, atol=1e-6)
+        for m in ("a", "c"):
+            for t in range(valid.shape[1]):
+                want = g[m] * feats[m][b, t] if (valid[b, t] and masks[m][b, t]) else torch.zeros(dims[m])
+                assert torch.allclose(out[m][b, t], want, atol=1e-6)
+    # a flat modality must still match the batch size of the sequences
+    with pytest.raises(ValueError, match=r"features\['clip'\] must have shape \(3, 2\)"):
+        fcm({**feats, "clip": torch.zeros(2, 2)}, masks, valid)
+
+
+def test_ada2i_still_takes_one_layout_and_says_how_to_combine():
+    from balm.baselines.ada2i import AdaptiveFeatureWeighting
+
+    afw = AdaptiveFeatureWeighting({"a": 3, "b": 2})
+    with pytest.raises(ValueError, match="pool a token sequence to"):
+        afw({"a": torch.zeros(2, 4, 3), "b": torch.zeros(2, 2)})

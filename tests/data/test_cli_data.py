@@ -85,7 +85,7 @@ def test_synth_and_info_with_rates_and_dev(tmp_path, capsys):
     got = _rates(text)
     for k, sp in ref.splits.items():
         np.testing.assert_allclose(got[k], 1 - sp.mask.mean(axis=0), atol=5e-5)
-    assert "missing rates (target 0.5 0.7 0.3, seed 3, paper)" in text
+    assert "missing rates (target 0.5 0.7 0.3, seed 3, exact)" in text
     # nothing was written by info
     assert sorted(os.listdir(out)) == ["meta.json", "test.npz", "train.npz"]
 
@@ -97,7 +97,7 @@ def test_synth_stores_masks(tmp_path, capsys):
     ds = load_dataset(out)
     assert ds["dev"].num_sequences == 24
     for k in ("train", "dev", "test"):
-        ref = make_masks(ds[k].num_utterances, (0.3, 0.3, 0.6), derive_seed(1, k), strategy="paper")
+        ref = make_masks(ds[k].num_utterances, (0.3, 0.3, 0.6), derive_seed(1, k), strategy="exact")
         np.testing.assert_array_equal(ds[k].mask, ref)
     capsys.readouterr()
     assert main(["data", "info", str(out)]) == 0

@@ -17,11 +17,11 @@ def test_per_split_masks_use_independent_derived_seeds():
     ds = tiny_dataset(seed=1, num_train=30)
     out = dm.apply_masks(ds, RATES, seed=4)
     for k, sp in out.splits.items():
-        expected = make_masks(sp.num_utterances, RATES, derive_seed(4, k), strategy="paper")
+        expected = make_masks(sp.num_utterances, RATES, derive_seed(4, k), strategy="exact")
         np.testing.assert_array_equal(sp.mask, expected)
         assert not (~sp.mask).all(axis=1).any()
     info = out.mask_info
-    assert info["rates"] == list(RATES) and info["seed"] == 4 and info["strategy"] == "paper"
+    assert info["rates"] == list(RATES) and info["seed"] == 4 and info["strategy"] == "exact"
     assert info["modalities"] == ["audio", "text", "visual"]
     for k, sp in out.splits.items():
         np.testing.assert_allclose(info["realised"][k], 1.0 - sp.mask.mean(axis=0))
@@ -43,7 +43,7 @@ def test_cache_reuses_the_same_masks(tmp_path, monkeypatch):
     ds = tiny_dataset(seed=2, num_train=20)
     first = dm.apply_masks(ds, RATES, seed=1, cache=tmp_path)
     files = os.listdir(tmp_path / "masks")
-    assert len(files) == 1 and files[0].startswith("paper_seed1_r0.5-0.7-0.3_")
+    assert len(files) == 1 and files[0].startswith("exact_seed1_r0.5-0.7-0.3_")
 
     def boom(*a, **k):
         raise AssertionError("masks were drawn again instead of read from the cache")
@@ -67,7 +67,7 @@ def test_cache_is_keyed_by_the_sequences(tmp_path):
     assert len(os.listdir(tmp_path / "masks")) == 2
     assert mb["train"].mask.shape[0] == b["train"].num_utterances != ma["train"].mask.shape[0]
     # a damaged cache file is reported, not silently redrawn
-    path = tmp_path / "masks" / (dm.mask_key(RATES, 0, "paper", dm.split_fingerprint(a)) + ".npz")
+    path = tmp_path / "masks" / (dm.mask_key(RATES, 0, "exact", dm.split_fingerprint(a)) + ".npz")
     path.write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"corrupted mask file"):
         dm.apply_masks(a, RATES, seed=0, cache=tmp_path)

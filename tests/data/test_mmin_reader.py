@@ -171,5 +171,5 @@ def test_missing_h5py_names_package_and_extra(tmp_path, monkeypatch):
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_h5py)
-    with pytest.raises(DataError, match=r"needs the h5py package: pip install 'balm\[formats\]'"):
+    with pytest.raises(DataError, match=r"needs the h5py package: pip install -e '\.\[formats\]' in the balm clone"):
         read_mmin(root)

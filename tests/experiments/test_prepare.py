@@ -54,7 +54,7 @@ def test_rates_are_resolved_once_and_the_masks_get_them_as_they_are(tiny_data, m
     assert data.rates.modalities == data.all_modalities == ("audio", "text", "visual")
     assert len(given) == 1 and given[0] is data.rates
     for name, split in data.dataset.splits.items():  # the operator's masks, split by split
-        want = make_masks(split.num_utterances, (0.5, 0.7, 0.3), derive_seed(2, name), strategy="paper")
+        want = make_masks(split.num_utterances, (0.5, 0.7, 0.3), derive_seed(2, name), strategy="exact")  # the default mask_strategy
         np.testing.assert_array_equal(split.mask, want)
 
 

@@ -119,7 +119,7 @@ def test_bad_sweep_fails_before_any_output(tiny_data, tmp_path):
 
 
 def test_ray_backend_runs_the_sweep(tiny_data, tmp_path):
-    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'balm[ray]')")
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install -e '.[ray]' in the balm clone)")
     sweep = expand(_sweep_dict(tiny_data, seed=[0, 1]))
     res = run_sweep(sweep, tmp_path, workers=2, backend="ray")
     assert res["ran"] == 2 and not res["failed"]

@@ -116,12 +116,12 @@ def test_text_errors(tmp_path, capsys):
 
 def test_missing_package_names_it_and_the_extra(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "opensmile", None)  # import opensmile now fails
-    with pytest.raises(MissingDependency, match=r"'opensmile' package.*pip install 'balm\[features\]'"):
+    with pytest.raises(MissingDependency, match=r"'opensmile' package.*pip install -e '\.\[features\]' in the balm clone"):
         require("opensmile", purpose="openSMILE feature extraction")
     wav = _wav(tmp_path / "a.wav", 200)
     assert main(["features", "audio", str(wav), "--out", str(tmp_path / "f.npz")]) == 2
     err = capsys.readouterr().err
-    assert "'opensmile' package" in err and "balm[features]" in err
+    assert "'opensmile' package" in err and "-e '.[features]'" in err
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     (tmp_path / "t.txt").write_text("hi\n")
     assert main(["features", "text", str(tmp_path / "t.txt"), "--out", str(tmp_path / "g.npz"), "--no-cache"]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Backbone, BackboneOutput
-from .registry import BACKBONES, build_backbone
+from .registry import BACKBONES, BackboneContractError, build_backbone, check_backbone, resolve_backbone
 
-__all__ = ["Backbone", "BackboneOutput", "BACKBONES", "build_backbone"]
+__all__ = ["Backbone", "BackboneOutput", "BACKBONES", "BackboneContractError", "build_backbone", "check_backbone",
+           "resolve_backbone"]

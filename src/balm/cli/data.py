@@ -14,8 +14,8 @@ from balm.data.loader import FORMATS, SYNTHETIC
 def _add_mask_args(p: argparse.ArgumentParser, what: str, seeded: str = "masks and the dev carve-out") -> None:
     p.add_argument("--rates", type=float, nargs="+", metavar="R", help=f"missing rate per modality, in [0, 1): {what}")
     p.add_argument("--seed", type=int, default=0, help=f"seed for {seeded} (default 0)")
-    p.add_argument("--strategy", choices=("paper", "exact", "reference"), default="paper",
-                   help="mask strategy (default paper)")
+    p.add_argument("--strategy", choices=("paper", "exact", "reference"), default="exact",
+                   help="mask strategy (default exact: the requested rates; paper: the supplement's operator)")
     p.add_argument("--dev-ratio", type=float, default=None, metavar="R",
                    help="carve this share of the training sequences into a dev split when there is none")
 

@@ -106,6 +106,10 @@ def run(args) -> int:
     from balm.reporting.report import make_report
     from balm.reporting.tables import load_results, setting_keys
 
+    from balm.features.deps import require
+
+    for module, package in (("matplotlib", None), ("sklearn", "scikit-learn")):  # the report's, before any run
+        require(module, package, extra="experiments", purpose="balm demo's report")
     t0 = time.perf_counter()
     spec = demo_sweep(args.backbone, args.epochs, args.data)
     sweep = expand(spec, source="balm demo")

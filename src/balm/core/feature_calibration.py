@@ -60,8 +60,13 @@ class FeatureCalibration(nn.Module):
         ``valid`` (B, T) bool (True = not padding). Non-sequential data: ``features[m]`` (B, d_m)
         and ``masks[m]`` (B,), each sample being its own sequence of length 1. A missing
         ``masks`` (or a modality absent from it) means "present wherever valid".
+
+        Mixed layouts: a flat modality (B, d_m) next to (B, T, d) sequences is one vector per
+        sequence b (e.g. a clip-level embedding beside frame or token sequences): its summary
+        s_b^m is the vector itself (zero when ``masks[m][b]`` is False), its gate g_b^m comes from
+        the same z_b, and it is returned flat; ``valid`` applies to the sequences only.
         """
-        xs, es, sequential = BF.as_sequences(features, masks, valid, self.dims, "FeatureCalibration")
+        xs, es, _ = BF.as_sequences(features, masks, valid, self.dims, "FeatureCalibration", mixed=True)
         summary = torch.cat([BF.masked_mean(x, e) for x, e in zip(xs, es)], dim=-1)
         z = torch.relu(self.squeeze(summary))
         gates = BF.calibration_gate(self.gates(z)).split([self.dims[m] for m in self.modalities], dim=-1)
@@ -70,5 +75,5 @@ class FeatureCalibration(nn.Module):
         for m, x, e, g in zip(self.modalities, xs, es, gates):
             self.last_gates[m] = g.detach()
             y = BF.calibrate(x, g, e)
-            out[m] = y if sequential else y.squeeze(1)
+            out[m] = y.squeeze(1) if features[m].dim() == 2 else y
         return out

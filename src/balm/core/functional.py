@@ -35,12 +35,12 @@ __all__ = [
     "as_sequences",
 ]
 
-MEAN_EPS = 1e-8  # the ε of the masked mean (DESIGN §2)
+MEAN_EPS = 1e-8  # the ε of the masked mean (docs/method.md §2)
 RAW_EPS = 1e-8  # the ε the public code adds to ΣΔ
 
 
 def masked_mean(x: Tensor, mask: Tensor, eps: float = MEAN_EPS) -> Tensor:
-    """Masked mean over steps (FCM, DESIGN §2): ``s = Σ_t e_t x_t / (Σ_t e_t + eps)``.
+    """Masked mean over steps (FCM, docs/method.md §2): ``s = Σ_t e_t x_t / (Σ_t e_t + eps)``.
 
     x: (B, T, d); mask: (B, T) bool (True = present and not padding). Returns (B, d).
     Entries where ``mask`` is False are ignored even if they hold non-finite values.
@@ -56,7 +56,7 @@ def calibration_gate(logits: Tensor) -> Tensor:
 
 
 def calibrate(x: Tensor, gate: Tensor, mask: Tensor) -> Tensor:
-    """Calibrated input ``x̂_t = e_t · g ⊙ x_t`` (FCM, DESIGN §2).
+    """Calibrated input ``x̂_t = e_t · g ⊙ x_t`` (FCM, docs/method.md §2).
 
     x: (B, T, d); gate: (B, d), one gate per sequence; mask: (B, T) bool.
     The result is exactly zero where ``mask`` is False.
@@ -268,7 +268,7 @@ def grad_norms(grads: list[list[Tensor]], device: torch.device | str, dtype: tor
 
 
 def as_sequences(
-    features, masks, valid: Tensor | None, dims, who: str
+    features, masks, valid: Tensor | None, dims, who: str, *, mixed: bool = False
 ) -> tuple[list[Tensor], list[Tensor], bool]:
     """Features and availability of an input module as (B, T, d_m) / (B, T) bool lists in the
     order of ``dims`` (the shared input contract of FCM and Ada2I's AFW).
@@ -276,14 +276,19 @@ def as_sequences(
     features[m]: (B, T, d_m) sequences or (B, d_m) samples (each its own sequence of length 1);
     masks[m]: the same leading shape, True = present (a missing ``masks``, or a modality absent from
     it, means present); valid: the leading shape, True = not padding (ANDed into every mask).
-    Returns ``(xs, es, sequential)``; raises ``ValueError`` naming the modality on a shape mismatch.
+    With ``mixed=True`` a flat (B, d_m) modality may stand next to (B, T, d) sequences: it is one
+    vector per sequence b (a (B, 1, d_m) sequence of length 1; ``masks[m]`` (B,); ``valid`` does
+    not apply to it). Returns ``(xs, es, sequential)`` (``sequential``: some modality has a time
+    axis); raises ``ValueError`` naming the modality on a shape mismatch.
     """
     modalities = tuple(dims)
     if set(features) != set(modalities):
         raise ValueError(f"features must have exactly the modalities {list(modalities)}, got {list(features)}")
-    first = features[modalities[0]]
-    if first.dim() not in (2, 3):
-        raise ValueError(f"features[{modalities[0]!r}] must be (B, T, d) or (B, d), got shape {tuple(first.shape)}")
+    for m in modalities:
+        if features[m].dim() not in (2, 3):
+            raise ValueError(f"features[{m!r}] must be (B, T, d) or (B, d), got shape {tuple(features[m].shape)}")
+    seqs = [m for m in modalities if features[m].dim() == 3]
+    first = features[seqs[0]] if (mixed and seqs) else features[modalities[0]]
     sequential = first.dim() == 3
     lead = first.shape[:-1]
     if valid is not None and valid.shape != lead:
@@ -291,21 +296,23 @@ def as_sequences(
     xs, es = [], []
     for m in modalities:
         x = features[m]
-        if x.shape[:-1] != lead or x.shape[-1] != dims[m]:
+        flat = x.dim() == 2
+        own = lead[:1] if (mixed and flat) else lead
+        if x.shape[:-1] != own or x.shape[-1] != dims[m]:
             hint = ""
-            if x.dim() != first.dim():
+            if x.dim() != first.dim() and not mixed:
                 hint = (f" ({who} takes one layout for all modalities: pool a token sequence to (B, d) or give "
                         "every flat modality a time axis of length T, repeating it)")
-            raise ValueError(f"features[{m!r}] must have shape {(*lead, dims[m])}, got {tuple(x.shape)}{hint}")
+            raise ValueError(f"features[{m!r}] must have shape {(*own, dims[m])}, got {tuple(x.shape)}{hint}")
         e = None if masks is None else masks.get(m)
-        if e is not None and e.shape != lead:
-            raise ValueError(f"masks[{m!r}] must have shape {tuple(lead)}, got {tuple(e.shape)}")
-        if valid is not None:
+        if e is not None and e.shape != own:
+            raise ValueError(f"masks[{m!r}] must have shape {tuple(own)}, got {tuple(e.shape)}")
+        if valid is not None and own == lead:
             e = valid if e is None else (e & valid)
         if e is None:
-            e = torch.ones(lead, dtype=torch.bool, device=x.device)
+            e = torch.ones(own, dtype=torch.bool, device=x.device)
         e = e.to(torch.bool)
-        if not sequential:
+        if flat:
             x, e = x.unsqueeze(1), e.unsqueeze(1)
         xs.append(x)
         es.append(e)

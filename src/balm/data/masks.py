@@ -1,7 +1,7 @@
 """Availability masks attached to a dataset: drawn once per split, stored, and reused.
 
 Rule: the masks for rates ``r``, seed ``s`` and a strategy are drawn split by split with
-the operator M(·; r) of DESIGN §1 (:func:`balm.masking.make_masks`), split ``k`` using
+the operator M(·; r) of docs/method.md §1 (:func:`balm.masking.make_masks`), split ``k`` using
 the independent seed ``derive_seed(s, k)``. With a cache directory (normally the native
 dataset directory), they are written once to ``masks/<key>.npz`` where ``key`` encodes
 strategy, seed, rates and a fingerprint of the splits' sequences, and every later call
@@ -79,7 +79,7 @@ def with_masks(ds: Dataset, masks: Mapping[str, np.ndarray], info: dict | None =
     return out
 
 
-def draw_masks(ds: Dataset, rates, seed: int, strategy: str = "paper") -> dict[str, np.ndarray]:
+def draw_masks(ds: Dataset, rates, seed: int, strategy: str = "exact") -> dict[str, np.ndarray]:
     """Fresh masks per split, split ``k`` drawn with seed ``derive_seed(seed, k)``."""
     from balm.masking import derive_seed, make_masks
 
@@ -116,7 +116,7 @@ def save_masks(directory: str | os.PathLike, ds: Dataset) -> str:
     return path
 
 
-def load_masks(directory: str | os.PathLike, ds: Dataset, rates, seed: int, strategy: str = "paper") -> Dataset | None:
+def load_masks(directory: str | os.PathLike, ds: Dataset, rates, seed: int, strategy: str = "exact") -> Dataset | None:
     """``ds`` with the cached masks for (rates, seed, strategy), or None when none are cached."""
     rates = check_rates(rates, ds.modalities, error=DataError)
     path = _cache_path(os.fspath(directory), ds, rates, seed, strategy)
@@ -136,9 +136,9 @@ def load_masks(directory: str | os.PathLike, ds: Dataset, rates, seed: int, stra
 
 
 def apply_masks(
-    ds: Dataset, rates, seed: int, strategy: str = "paper", *, cache: str | os.PathLike | None = None
+    ds: Dataset, rates, seed: int, strategy: str = "exact", *, cache: str | os.PathLike | None = None
 ) -> Dataset:
-    """The dataset with per-split masks M(·; r) (DESIGN §1, Eq. 36–39) drawn once and reused.
+    """The dataset with per-split masks M(·; r) (docs/method.md §1, Eq. 36–39) drawn once and reused.
 
     ``rates``: one missing rate per modality (``ds.modalities`` order), each in [0, 1).
     Split ``k`` uses seed ``derive_seed(seed, k)``. With ``cache`` (a directory), masks

@@ -36,7 +36,7 @@ def _h5py(source: str | None):
         import h5py
     except ImportError:
         raise DataError(
-            "reading .h5 feature files needs the h5py package: pip install 'balm[formats]' (or pip install h5py)",
+            "reading .h5 feature files needs the h5py package: pip install -e '.[formats]' in the balm clone (or pip install h5py)",
             source=source,
         ) from None
     return h5py

@@ -20,8 +20,6 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import yaml
-
 from balm.errors import BalmError
 from balm.masking.rates import check_rates
 
@@ -42,33 +40,83 @@ class ConfigError(BalmError):
 # --------------------------------------------------------------------------- YAML
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3``-style floats (YAML 1.1 wants ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
 )
+_LOADER = None
+YAML_EXTRA = "pyyaml is not installed: pip install -e '.[experiments]' from the clone (or pip install pyyaml)"
+
+
+def _yaml():
+    """(yaml module, SafeLoader that also reads ``1e-3``-style floats), or None without pyyaml.
+
+    YAML is optional: JSON configs, ``--set`` values written as JSON and every command that reads
+    no YAML work with the core dependencies only.
+    """
+    global _LOADER
+    try:
+        import yaml
+    except ImportError:
+        return None
+    if _LOADER is None:
+        class _Loader(yaml.SafeLoader):
+            pass
+
+        _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+        _LOADER = _Loader
+    return yaml, _LOADER
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value parsed as YAML (``0.3`` -> float, ``[a, b]`` -> list, ``none`` -> str)."""
+    """A ``--set`` value parsed as YAML (``0.3`` -> float, ``[a, b]`` -> list, ``none`` -> str).
+
+    Without pyyaml, values are parsed as JSON (numbers, true/false, null, quoted strings, lists and
+    mappings in JSON syntax) and anything else is a plain string; a value that looks like a YAML
+    list or mapping is then an error naming the extra to install.
+    """
+    y = _yaml()
+    if y is None:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            if text.strip()[:1] in "[{":
+                raise ConfigError(f"cannot parse {text!r} without YAML ({YAML_EXTRA}); write it as JSON, "
+                                  'e.g. {"audio": 0.5}') from None
+            return text
+    yaml, loader = y
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse value {text!r} as YAML: {exc}") from None
 
 
 BASE_KEY = "base"  # a config file's key naming the file it inherits from
+
+
+PACKAGE_PREFIX = "balm:"  # balm:iemocap/mmgcn.yaml = the config shipped with the package
+
+
+def config_path(path: str | Path) -> Path:
+    """``path``, or for ``balm:<name>`` the config ``<name>`` shipped inside the package (the
+    repository's ``configs/`` folder, installed as package data ``balm/configs``)."""
+    text = str(path)
+    if not text.startswith(PACKAGE_PREFIX):
+        return Path(path)
+    name = text[len(PACKAGE_PREFIX):].lstrip("/")
+    root = Path(__file__).resolve().parents[1] / "configs"
+    found = root / name
+    if not name or not found.is_file():
+        shipped = sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml")) if root.is_dir() else []
+        close = difflib.get_close_matches(name, shipped, n=1, cutoff=0.5)
+        hint = f"; did you mean {PACKAGE_PREFIX}{close[0]}?" if close else ""
+        raise ConfigError(f"no config {name!r} ships with the package{hint} ({len(shipped)} shipped, e.g. "
+                          f"{PACKAGE_PREFIX}iemocap/mmgcn.yaml)", source=text)
+    return found
 
 
 def read_mapping(path: str | Path) -> dict:
@@ -79,9 +127,10 @@ def read_mapping(path: str | Path) -> dict:
     keys at the top level only, so a key the child sets replaces the base's value whole (a
     child's ``backbone_options`` or ``sweep`` mapping is not merged into the base's). A base may
     have a base of its own; a cycle, a missing base file or a ``base`` that is not a path is an
-    error naming the files.
+    error naming the files. ``balm:iemocap/mmgcn.yaml`` names a config shipped with the package
+    (:func:`config_path`); its bases resolve inside the package the same way.
     """
-    return _read_chain(Path(path), ())
+    return _read_chain(config_path(path), ())
 
 
 def _read_chain(path: Path, children: tuple[Path, ...]) -> dict:
@@ -109,10 +158,21 @@ def _read_one(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError("config file not found", source=str(path))
     text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_Loader)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
+    else:
+        y = _yaml()
+        if y is None:
+            raise ConfigError(f"a YAML config needs pyyaml: {YAML_EXTRA}; or write the config as JSON",
+                              source=str(path))
+        yaml, loader = y
+        try:
+            data = yaml.load(text, Loader=loader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -190,6 +250,19 @@ def _backbones() -> tuple[str, ...]:
     from balm.backbones.registry import BACKBONES
 
     return tuple(BACKBONES)
+
+
+def _backbone(key: str, v: Any) -> str:
+    """A registered backbone name, or ``package.module:Class`` naming a backbone class."""
+    from balm.backbones.registry import resolve_backbone
+
+    if isinstance(v, str) and ":" in v:
+        try:
+            resolve_backbone(v)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(getattr(exc, "detail", str(exc)), key=key) from None
+        return v
+    return _choice(_backbones, "backbone")(key, v)
 
 
 def _method(key: str, v: Any) -> str:
@@ -286,7 +359,8 @@ class Config:
     """Everything one training run needs; see docs/experiments.md for every key."""
 
     data: str = _opt(_data, "dataset: a native dataset directory or synthetic:iemocap | synthetic:mosei", type_doc="str")
-    backbone: str = _opt(_choice(_backbones, "backbone"), "backbone name", "late_fusion", "str")
+    backbone: str = _opt(_backbone, "backbone: late_fusion, mmgcn, mmdfn, gcnet, or package.module:Class naming "
+                         "your own (docs/backbones.md, examples/my_backbone.py)", "late_fusion", "str")
     backbone_options: dict = _opt(_mapping, "keyword arguments of the backbone's constructor", {}, "mapping")
     method: str = _opt(_method, "balancing method: a BALM variant (none, fcm-only, grm-only, balm, balm-d, balm-s, "
                        "balm-m), a baseline (ogm-ge, cggm, ada2i), a registered name or package.module:Class "
@@ -301,7 +375,9 @@ class Config:
                            "(Table 10 trains incomplete and tests complete: test_rates: 0.0)", None, "list | mapping | float | null")
     modalities: Any = _opt(_modalities, "modalities used for training and evaluation (others are dropped after "
                            "masking); list of names or letters like 'AL'; null = all", None, "list | str | null")
-    mask_strategy: str = _opt(_choice(_strategies, "mask strategy"), "missing-mask operator strategy", "paper", "str")
+    mask_strategy: str = _opt(_choice(_strategies, "mask strategy"), "missing-mask operator "
+                             "strategy: exact (realised rates within 1/n of the request), paper (the supplement's "
+                             "Eq. 36-38, low by Π r / M; the reproduction configs set it), reference", "exact", "str")
     mask_seed: Any = _opt(_int(0, optional=True), "seed of the masks and the dev split; null = seed", None, "int | null")
     seed: int = _opt(_int(0), "seed of initialisation, batch order and dropout", 0, "int")
     epochs: int = _opt(_int(1), "training epochs", 80, "int")
@@ -415,26 +491,25 @@ def _unknown(key: str, valid: tuple[str, ...]) -> str:
 
 
 def backbone_parameters(name: str) -> tuple[str, ...]:
-    """Keyword options of backbone ``name``'s constructor (without dims and out_dim)."""
-    from balm.backbones.registry import BACKBONES
+    """Keyword options of backbone ``name``'s constructor (without dims and out_dim); ``()`` = any."""
+    from balm.backbones.registry import backbone_parameters as params
 
-    module, cls = BACKBONES[name].split(":")
-    sig = inspect.signature(getattr(importlib.import_module(module), cls).__init__)
-    skip = {"self", "dims", "out_dim"}
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return ()  # accepts anything
-    return tuple(n for n, p in sig.parameters.items() if n not in skip and p.kind is not p.VAR_POSITIONAL)
+    return params(name)
 
 
 def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
+    from balm.backbones.registry import takes_any_option
+
     try:
         valid = backbone_parameters(name)
-    except ImportError as exc:
-        raise ConfigError(f"backbone {name!r} cannot be imported: {exc}", key="backbone") from None
-    if not valid:
-        return
+        if takes_any_option(name):
+            return
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(getattr(exc, "detail", str(exc)), key="backbone") from None
     for k in options:
         if k not in valid:
+            if not valid:
+                raise ConfigError(f"backbone {name!r} takes no options", key=f"backbone_options.{k}")
             raise ConfigError(_unknown(k, valid).replace("valid keys", f"options of {name}"), key=f"backbone_options.{k}")
 
 

@@ -32,6 +32,7 @@ class BalmModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.input_module = input_module
+        self._output_checked = False
 
     def calibrate(self, batch: Batch) -> Batch:
         """The batch with calibrated features x̂ (unchanged without an input module)."""
@@ -40,7 +41,13 @@ class BalmModel(nn.Module):
         return dataclasses.replace(batch, features=self.input_module(batch.features, batch.masks, batch.valid))
 
     def forward(self, batch: Batch):
-        return self.backbone(self.calibrate(batch))
+        out = self.backbone(self.calibrate(batch))
+        if not self._output_checked:  # the contract's output part, once (the rest is checked at build)
+            from balm.backbones.registry import check_output
+
+            check_output(self.backbone, out, int(batch.valid.sum()))
+            self._output_checked = True
+        return out
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,6 +87,7 @@ def shared_options(cfg: Config) -> dict:
 def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmModel, Any]:
     """Backbone + method, seeded with ``cfg.seed``; returns (model on ``device``, rebalancer or None)."""
     from balm.backbones import build_backbone
+    from balm.backbones.registry import BackboneContractError
     from balm.methods import build_method
 
     torch.manual_seed(cfg.seed)
@@ -89,7 +97,10 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
     params = backbone_parameters(cfg.backbone)
     if "num_speakers" in params and "num_speakers" not in kw:
         kw["num_speakers"] = meta["num_speakers"]
-    backbone = build_backbone(cfg.backbone, dims, out_dim, **kw).to(device)
+    try:
+        backbone = build_backbone(cfg.backbone, dims, out_dim, **kw).to(device)
+    except BackboneContractError as exc:
+        raise ConfigError(exc.detail, key="backbone") from None
     parts = build_method(
         cfg.method,
         dims=dims,
@@ -121,6 +132,8 @@ def check_buildable(cfg: Config, dataset: Dataset | None = None) -> None:
         return
     try:
         build_model(cfg, meta, torch.device("cpu"))
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"cannot build {cfg.backbone} + {cfg.method} for modalities {list(selection.modalities)}: "
                           f"{exc}", key="backbone_options" if cfg.method == "none" else "method") from None

@@ -1,4 +1,4 @@
-"""Run sweep tasks as Ray tasks (optional extra ``ray``: ``pip install 'balm[ray]'``).
+"""Run sweep tasks as Ray tasks (optional extra ``ray``: ``pip install -e '.[ray]' in the balm clone``).
 
 Each run is one remote call of the same function the local pool uses
 (:func:`balm.experiments.workers.execute`), with ``num_cpus=1`` and one torch thread.
@@ -21,7 +21,7 @@ def require_ray():
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise ConfigError("the ray backend needs Ray: pip install 'balm[ray]' (or pip install ray)",
+        raise ConfigError("the ray backend needs Ray: pip install -e '.[ray]' in the balm clone (or pip install ray)",
                           key="backend") from None
     return ray
 

@@ -8,6 +8,7 @@ import math
 import platform
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -63,6 +64,9 @@ class Tensorboard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # the package is optional; result.json's files.tensorboard is then null
+            warnings.warn("tensorboard is not installed: no TensorBoard files (stats.jsonl has the same values); "
+                          "pip install -e '.[experiments]' from the clone, or set tensorboard: false", RuntimeWarning,
+                          stacklevel=2)
             return
         self.writer = SummaryWriter(log_dir=str(directory))
 
@@ -87,6 +91,24 @@ def encoder_grad_norms(encoders: nn.ModuleDict) -> dict[str, float]:
     return dict(zip(encoders, BF.grad_norms(grads, device, torch.float32).tolist()))  # one host sync
 
 
+class _NoBar:
+    """Stands in for tqdm's bar when tqdm is not installed."""
+
+    disable = True
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def update(self, *args, **kwargs):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
 class RunLog:
     """The record of one training run as it goes: a ``stats.jsonl`` line per step and per epoch,
     the same values as TensorBoard scalars, a progress bar (or a line per epoch through ``log``),
@@ -95,8 +117,10 @@ class RunLog:
 
     def __init__(self, out: Path, cfg: Config, modalities: tuple[str, ...], *, quiet: bool,
                  log: Callable[[str], None] | None):
-        from tqdm.auto import tqdm
-
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # tqdm (the experiments extra) only draws the progress bar
+            tqdm = _NoBar
         self.tb = Tensorboard(out / "tb" if cfg.tensorboard else None)
         self.say = log or (lambda s: None)
         self.epochs = cfg.epochs

@@ -1,6 +1,6 @@
 """Train one configuration: data, model, the BALM training step, model selection, outputs.
 
-The loop follows Algorithm 1 (DESIGN §4) step by step::
+The loop follows Algorithm 1 (docs/method.md §4) step by step::
 
     x̂ = FCM(x̃)                          (variants with FCM)
     out = backbone(x̂)                    prediction, z^m, h

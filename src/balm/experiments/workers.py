@@ -16,7 +16,6 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-import yaml
 
 from .config import Config
 from balm.io import atomic_write_json, atomic_write_text
@@ -36,7 +35,12 @@ def execute(task: dict) -> dict:
         cfg = Config.from_dict(task["config"])
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        try:  # a readable copy of config.json, when pyyaml is installed
+            import yaml
+        except ImportError:
+            yaml = None
+        if yaml is not None:
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         res = train(cfg, run_dir, quiet=True)
         return {"id": task["id"], "status": "finished", "seconds": time.perf_counter() - t0,
                 "test_acc": res["test"]["acc"], "test_wf1": res["test"]["wf1"]}

@@ -2,7 +2,7 @@
 (:mod:`balm.features.audio`) and sentence-encoder text embeddings (:mod:`balm.features.text`),
 both cached by input hash (:mod:`balm.features.cache`) and written as one ``.npz``
 (:mod:`balm.features.store`). The extractors need the ``features`` extra
-(``pip install 'balm[features]'``); without it they raise :class:`MissingDependency`.
+(``pip install -e '.[features]' in the balm clone``); without it they raise :class:`MissingDependency`.
 """
 
 from .cache import FeatureCache, default_cache_dir

@@ -20,7 +20,7 @@ def require(module: str, package: str | None = None, *, extra: str = "features",
         package = package or module
         what = f"{purpose} needs" if purpose else "this needs"
         raise MissingDependency(
-            f"{what} the {package!r} package, which is not installed: pip install 'balm[{extra}]' "
-            f"(or pip install {package})",
+            f"{what} the {package!r} package, which is not installed: pip install -e '.[{extra}]' in the "
+            f"balm clone (or pip install {package})",
             name=module,
         ) from None

@@ -16,18 +16,19 @@ from .reference import reference_masks
 STRATEGIES = ("paper", "exact", "reference")
 
 
-def make_masks(n: int, rates: Sequence[float], seed: int, strategy: str = "paper") -> np.ndarray:
+def make_masks(n: int, rates: Sequence[float], seed: int, strategy: str = "exact") -> np.ndarray:
     """Draw a ``(n, M)`` availability mask (True = present) with per-modality missing rates ``rates``.
 
     Strategies:
 
-    - ``"paper"`` (Eq. 36-38): pattern ê gets ``⌊n r̂(ê)⌋`` samples,
+    - ``"exact"`` (the default): realised missing rates within ``1/n`` of ``rates`` with no
+      all-missing row (paper counts repaired modality by modality, then shuffled); ``ValueError``
+      when impossible.
+    - ``"paper"`` (Eq. 36-38; the reproduction configs set it): pattern ê gets ``⌊n r̂(ê)⌋`` samples,
       ``r̂(ê) = Π_m [ê^m (1 − r_m) + (1 − ê^m) r_m]``; the all-missing share and the flooring
       leftovers are spread evenly over the M single-modality patterns (ties broken with the
       seeded generator); the pattern list is shuffled with ``numpy.random.default_rng(seed)``.
       Realised rates are low by at most ``Π r / M + 2^M / n`` per modality.
-    - ``"exact"``: realised missing rates within ``1/n`` of ``rates`` with no all-missing row
-      (paper counts repaired modality by modality, then shuffled); ``ValueError`` when impossible.
     - ``"reference"``: the public code's unshuffled layout, for reproducing its numbers only.
 
     No row is ever all-missing. ``M == 1`` is accepted only with rate 0 (all present): to mask a

@@ -34,7 +34,9 @@ MIN_LEMMA1_LEVELS = 3  # distinct availabilities a modality needs before a slope
 
 
 def _plt():
-    import matplotlib
+    from balm.features.deps import require
+
+    matplotlib = require("matplotlib", extra="experiments", purpose="drawing figures")
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -190,7 +192,9 @@ def modulation_curves(step_files: Sequence[Path], out: Path, title: str,
 
 def tsne_embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """2-D t-SNE (scikit-learn) of standardised rows of ``x``."""
-    from sklearn.manifold import TSNE
+    from balm.features.deps import require
+
+    TSNE = require("sklearn.manifold", "scikit-learn", extra="experiments", purpose="the t-SNE figure").TSNE
 
     x = np.asarray(x, dtype=np.float64)
     x = (x - x.mean(0)) / (x.std(0) + 1e-8)
