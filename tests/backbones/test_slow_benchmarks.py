@@ -5,7 +5,7 @@ import pytest
 import torch
 from backbone_batches import load_bench, random_batch
 
-from balm.backbones import gcnet, mmdfn, mmgcn
+from balm.backbones import gcnet, micga, mmdfn, mmgcn, sdrgnn
 
 DIMS = {"audio": 7, "text": 5, "visual": 4}
 CASES = {
@@ -17,7 +17,11 @@ CASES = {
     "gcnet": (gcnet, "window_edges", lambda: gcnet.GCNet(DIMS, 3, proj_dim=6, hidden=5, graph_hidden=4, dropout=0.3)),
     "gcnet-attn": (gcnet, "window_edges",
                    lambda: gcnet.GCNet(DIMS, 3, proj_dim=6, hidden=5, graph_hidden=4, dropout=0.3, time_attn=True)),
+    "sdrgnn": (sdrgnn, "window_edges",
+               lambda: sdrgnn.SDRGNN(DIMS, 3, proj_dim=6, hidden=5, graph_hidden=4, dropout=0.3)),
+    "micga": (micga, "causal_edges", lambda: micga.MiCGA(DIMS, 3, enc_dim=6, gat_hidden=5, gat_dropout=0.3)),
 }
+BUILT = {gcnet: "WindowEdges", sdrgnn: "WindowEdges", micga: "tuple"}
 
 
 def step(model, batch, seed):
@@ -49,7 +53,7 @@ def test_slow_model_equals_fast_model_through_the_loop_built_graph(case):
     fast_out, fast_grads = step(model, batch, seed=5)
     slow_out, slow_grads = step(slow, batch, seed=5)
     # the swapped-in builder ran, once (MMGCN / MM-DFN: a dense matrix, not the fast MultimodalAdjacency)
-    assert built == ["WindowEdges" if module is gcnet else "DenseAdjacency"]
+    assert built == [BUILT.get(module, "DenseAdjacency")]
     assert getattr(module, name) is original  # put back after the forward
     torch.testing.assert_close(slow_out.prediction, fast_out.prediction, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(slow_out.fused, fast_out.fused, atol=1e-5, rtol=1e-4)

@@ -10,13 +10,15 @@ from torch import nn
 
 from balm.backbones.registry import build_backbone
 from balm.core import VARIANTS
-from balm.methods import build_method
+from balm.methods import build_method, names
 from balm.data.batch import collate
 
 DIMS = {"audio": 10, "visual": 6, "text": 8}
 SMALL = {
     "late_fusion": dict(hidden=16, embed_dim=8, fused_dim=8, dropout=0.0),
     "mmgcn": dict(node_dim=12, lstm_hidden=6, graph_hidden=8, dropout=0.0),
+    "sdrgnn": dict(proj_dim=8, hidden=6, graph_hidden=4, dropout=0.0, num_speakers=3),
+    "micga": dict(enc_dim=8, encoder_dropout=0.0, gat_hidden=8, gat_dropout=0.0),
 }
 
 
@@ -36,11 +38,11 @@ def task_loss(pred, y, task):
     return nn.functional.cross_entropy(pred, y) if task == "classification" else nn.functional.mse_loss(pred, y)
 
 
-def run(backbone, variant_name, task, steps=30):
+def run(backbone, variant_name, task, steps=30, options=None):
     torch.manual_seed(0)
     split = learnable_split(task)
     out_dim = 3 if task == "classification" else 1
-    model = build_backbone(backbone, DIMS, out_dim, **SMALL[backbone])
+    model = build_backbone(backbone, DIMS, out_dim, **(SMALL[backbone] if options is None else options))
     variant = build_method(
         variant_name,
         dims=DIMS,
@@ -72,6 +74,8 @@ def run(backbone, variant_name, task, steps=30):
         batch = batches[step % 2]
         out = forward(batch)
         loss = task_loss(out.prediction, batch.targets, task)
+        if out.aux_loss is not None:
+            loss = loss + out.aux_loss
         if variant.rebalancer is not None:
             loss = loss + variant.rebalancer.alignment_loss()
         opt.zero_grad()
@@ -97,4 +101,25 @@ def test_loss_decreases_with_every_variant(backbone, variant_name):
 @pytest.mark.parametrize("backbone", sorted(SMALL))
 def test_regression_loss_decreases_with_balm(backbone):
     start, end, _ = run(backbone, "balm", "regression")
+    assert end < 0.8 * start, (start, end)
+
+
+BASELINES = [name for name in names() if name not in VARIANTS]
+CONVERSATIONAL = ["sdrgnn", "micga"]
+
+
+@pytest.mark.parametrize("method", BASELINES)
+@pytest.mark.parametrize("backbone", CONVERSATIONAL)
+def test_loss_decreases_with_every_baseline_method(backbone, method):
+    start, end, _ = run(backbone, method, "classification")
+    assert np.isfinite(end)
+    assert end < 0.8 * start, (start, end)
+
+
+@pytest.mark.parametrize("backbone", ["gcnet", "sdrgnn", "micga"])
+def test_loss_decreases_with_reconstruction_on(backbone):
+    small = {**SMALL.get(backbone, {}), "reconstruction": 0.1}
+    if backbone == "gcnet":
+        small = dict(proj_dim=8, hidden=6, graph_hidden=4, dropout=0.0, num_speakers=3, reconstruction=0.1)
+    start, end, _ = run(backbone, "balm", "classification", steps=60, options=small)
     assert end < 0.8 * start, (start, end)

@@ -126,3 +126,18 @@ def test_regression_binary_protocol(tiny_regression, tmp_path):
     assert res["test"]["acc"] == pytest.approx(MX.accuracy(t, p))
     assert res["test"]["wf1"] == pytest.approx(MX.weighted_f1(t, p, 2))
     assert res["task"] == "regression"
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_backbone_aux_loss_is_added_to_the_task_loss(tiny_data, tmp_path, weight):
+    opts = {"enc_dim": 8, "gat_hidden": 4, "reconstruction": weight}
+    cfg = Config.from_dict(base_config(tiny_data, backbone="micga", backbone_options=opts, method="none", epochs=1,
+                                       tsne_samples=0))
+    train(cfg, tmp_path, quiet=True)
+    steps = [s for s in _read_stats(tmp_path / "stats.jsonl") if s["kind"] == "step"]
+    assert steps
+    for s in steps:
+        if weight == 0.0:
+            assert s["loss"] == s["task_loss"]
+        else:  # the reconstruction term of the observed entries is positive
+            assert s["loss"] > s["task_loss"]

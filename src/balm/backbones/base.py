@@ -15,11 +15,15 @@ class BackboneOutput:
     prediction: (N, C) logits for classification, (N,) scores for regression (Eq. 13, before δ).
     embeddings: modality -> (N, d_z^m) encoder output z^m (Eq. 11).
     fused:      (N, d_h) fused representation h, the input of ``fusion_head`` (Eq. 12).
+    aux_loss:   scalar the trainer adds to the task loss (a backbone's own training loss, e.g. an
+                optional reconstruction term), or None (every backbone by default). Backbones
+                compute it in training mode only.
     """
 
     prediction: torch.Tensor
     embeddings: dict[str, torch.Tensor]
     fused: torch.Tensor
+    aux_loss: torch.Tensor | None = None
 
 
 class Backbone(nn.Module):

@@ -1,5 +1,5 @@
-"""GCNet (Lian et al., TPAMI 2023) without its reconstruction loss: context LSTM + speaker and
-temporal relational graphs, vectorised in plain torch (no torch_geometric)."""
+"""GCNet (Lian et al., TPAMI 2023): context LSTM + speaker and temporal relational graphs,
+vectorised in plain torch (no torch_geometric); its reconstruction loss is an option, off by default."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..data.batch import Batch
 from ._sequence import BiRNN
 from .base import Backbone, BackboneOutput
 from .graph import dropout, flat_positions
+from .reconstruction import observed_reconstruction_loss
 
 
 @dataclass
@@ -136,6 +137,10 @@ class GCNet(Backbone):
     ``edge_perms``) — temporal relations (before / self / after) and speaker relations
     (P² speaker pairs) — each RGCN → GraphConv → [c; g] → bi-LSTM → (optional attention) →
     ReLU(Linear); h = h_temporal + h_speaker and ŷ = W_pred h (Eq. 13).
+
+    ``reconstruction`` λ > 0 adds GCNet's reconstruction layer r = W_rec h (split per modality) and
+    returns ``aux_loss`` = λ L_rec on the observed modalities only (GCNet: λ = 1 on the missing
+    ones, against complete data), in training mode.
     """
 
     def __init__(
@@ -150,8 +155,11 @@ class GCNet(Backbone):
         num_speakers: int = 2,
         dropout: float = 0.5,
         time_attn: bool = False,
+        reconstruction: float = 0.0,
     ):
         super().__init__()
+        if reconstruction < 0:
+            raise ValueError(f"reconstruction weight must be >= 0, got {reconstruction}")
         if len(dims) < 2:
             raise ValueError(f"GCNet needs at least two modalities, got {list(dims)}")
         if num_speakers < 1 or out_dim < 1:
@@ -169,6 +177,10 @@ class GCNet(Backbone):
         self.speaker = GCNetGraphBranch(2 * hidden, graph_hidden, num_speakers**2, dropout, time_attn)
         self.fused_dim = 2 * hidden + graph_hidden
         self.fusion_head = nn.Linear(self.fused_dim, out_dim)
+        self.dims = dict(dims)
+        self.reconstruction = float(reconstruction)
+        if self.reconstruction > 0:
+            self.rec_linear = nn.Linear(self.fused_dim, sum(dims.values()))
 
     @property
     def embed_dims(self) -> dict[str, int]:
@@ -190,4 +202,12 @@ class GCNet(Backbone):
         pred = self.fusion_head(h)
         if self.out_dim == 1:
             pred = pred.squeeze(-1)
-        return BackboneOutput(prediction=pred, embeddings={m: z[m][valid] for m in self.modalities}, fused=h)
+        aux = None
+        if self.reconstruction > 0 and self.training:
+            sizes = [self.dims[m] for m in self.modalities]
+            recon = dict(zip(self.modalities, self.rec_linear(h).split(sizes, -1)))
+            aux = self.reconstruction * observed_reconstruction_loss(
+                recon, {m: batch.features[m][valid] for m in self.modalities},
+                {m: batch.masks[m][valid] for m in self.modalities})
+        return BackboneOutput(prediction=pred, embeddings={m: z[m][valid] for m in self.modalities}, fused=h,
+                              aux_loss=aux)

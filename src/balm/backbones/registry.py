@@ -17,6 +17,8 @@ BACKBONES = {
     "mmgcn": "balm.backbones.mmgcn:MMGCN",
     "mmdfn": "balm.backbones.mmdfn:MMDFN",
     "gcnet": "balm.backbones.gcnet:GCNet",
+    "sdrgnn": "balm.backbones.sdrgnn:SDRGNN",
+    "micga": "balm.backbones.micga:MiCGA",
 }
 
 

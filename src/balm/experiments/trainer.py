@@ -4,7 +4,7 @@ The loop follows Algorithm 1 (docs/method.md §4) step by step::
 
     x̂ = FCM(x̃)                          (variants with FCM)
     out = backbone(x̂)                    prediction, z^m, h
-    L = L_task(out.prediction, y) + τ L_mod        (rebalancer.alignment_loss())
+    L = L_task(out.prediction, y) [+ out.aux_loss] + τ L_mod   (backbone's own loss; rebalancer.alignment_loss())
     L.backward()
     rebalancer.rebalance_(z, ŷ.detach(), y, e)     heads step, Δ, μ, scale φ^m's gradients
     clip_grad_norm_(max_norm=grad_clip)
@@ -83,7 +83,8 @@ def train(
                 batch = collate(train_split, idx).to(device)
                 output = model(batch)
                 task_loss = loss_fn(output.prediction, batch.targets)
-                loss = task_loss if rebalancer is None else task_loss + rebalancer.alignment_loss()
+                loss = task_loss if output.aux_loss is None else task_loss + output.aux_loss
+                loss = loss if rebalancer is None else loss + rebalancer.alignment_loss()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norms = encoder_grad_norms(model.backbone.encoders)
