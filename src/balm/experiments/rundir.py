@@ -7,8 +7,10 @@ Layout of a sweep folder ``DIR`` (docs/experiments.md)::
     DIR/runs/<id>/          one run: config.json, config.yaml, the trainer's files, result.json last
     DIR/.lock               held while a sweep runs in DIR
 
-A run is finished when its ``result.json`` is valid JSON with status ``finished``. This module
-only reads and writes these files; the sweep driver and ``balm report`` both go through it.
+A run is finished when its ``result.json`` is valid JSON with status ``finished``, and done
+(not run again) when it is finished or ``diverged``. Hidden folders in ``runs/`` (an unfinished
+run's ``.<id>.partial``) are not runs. This module only reads and writes these files; the sweep
+driver and ``balm report`` both go through it.
 """
 
 from __future__ import annotations
@@ -67,6 +69,24 @@ def is_finished(run_dir: Path, cfg: Config) -> bool:
     return res is not None and res.get("config") == cfg.to_dict()
 
 
+def read_diverged(run_dir: Path) -> dict | None:
+    """The run's result if it diverged (valid JSON, status 'diverged'), else None."""
+    try:
+        res = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) and res.get("status") == "diverged" else None
+
+
+def is_done(run_dir: Path, cfg: Config) -> bool:
+    """Whether ``run_dir`` holds a finished or diverged result of exactly ``cfg`` (a deterministic
+    run that diverged would diverge again: a sweep records it and does not rerun it)."""
+    if is_finished(run_dir, cfg):
+        return True
+    res = read_diverged(run_dir)
+    return res is not None and res.get("config") == cfg.to_dict()
+
+
 # --------------------------------------------------------------------------- the plan
 
 
@@ -115,7 +135,7 @@ def plan_run_dirs(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
     runs = Path(sweep_dir) / RUNS
     if not runs.is_dir():
         return [], []
-    dirs = sorted(p for p in runs.iterdir() if p.is_dir())
+    dirs = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     plan = read_plan(sweep_dir)
     ids = plan_run_ids(plan) if plan is not None else None
     if ids is None:
