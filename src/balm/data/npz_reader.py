@@ -62,6 +62,8 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
         check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+    except DataError:
+        raise
     except MemoryError:
         raise DataError("an array is larger than the memory available", source=path) from None
     except ValueError as exc:
