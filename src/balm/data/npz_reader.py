@@ -68,7 +68,7 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
         raise DataError("an array is larger than the memory available", source=path) from None
     except ValueError as exc:
         raise DataError(f"holds an object array, which is not allowed ({exc})", source=path) from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError, RuntimeError) as exc:
         raise DataError(f"not a readable .npz file ({type(exc).__name__}: {exc})", source=path) from None
 
 

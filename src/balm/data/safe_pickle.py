@@ -152,7 +152,8 @@ def safe_load(path: str | os.PathLike) -> Any:
 
 
 def _load(buf: io.BytesIO, source: str | None) -> Any:
-    size = len(buf.getbuffer())
+    with buf.getbuffer() as view:  # released at once: an exported buffer would pin the BytesIO
+        size = view.nbytes
     try:
         try:
             return SafeUnpickler(buf, source=source, size=size).load()
@@ -165,5 +166,5 @@ def _load(buf: io.BytesIO, source: str | None) -> Any:
     except MemoryError:
         raise DataError("not a readable pickle (it asks for more memory than is available)", source=source) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RecursionError, OverflowError) as exc:
+            RecursionError, OverflowError, LookupError, UnicodeError, SystemError, RuntimeError) as exc:
         raise DataError(f"not a readable pickle ({type(exc).__name__}: {exc})", source=source) from None
