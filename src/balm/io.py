@@ -61,11 +61,13 @@ def dir_mode() -> int:
     return 0o777 & ~umask()
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], None], *, fsync: bool = True) -> None:
     """Call ``write(tmp_path)`` then move the temporary file onto ``path`` in one step.
 
     The file gets the umask's mode (:func:`file_mode`); a temporary file left by a killed
-    process (``.<name>.*.tmp``) is removed by the next write of the same path.
+    process (``.<name>.*.tmp``) is removed by the next write of the same path. ``fsync=False``
+    skips flushing to the disk: the file still survives the process being killed (the rename is
+    atomic), not a crash of the machine; for files rewritten often, like a resume checkpoint.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +79,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     try:
         os.chmod(tmp, file_mode())
         write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -88,7 +88,7 @@ def read_last(path: Path) -> dict | None:
 def write_last(work: Path, state: dict) -> None:
     """Replace ``work/last.pt`` atomically with ``state`` (plus its format tag)."""
     payload = {"format": LAST_FORMAT, **state}
-    atomic_write(work / LAST, lambda tmp: torch.save(payload, tmp))
+    atomic_write(work / LAST, lambda tmp: torch.save(payload, tmp), fsync=False)  # survives a kill; cheap
 
 
 def finish(work: Path, target: Path) -> None:

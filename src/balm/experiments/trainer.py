@@ -14,8 +14,10 @@ The epoch with the best validation weighted-F1 is kept (the test split is never 
 training) and evaluated on test. Outputs of ``train(config, out_dir)`` (docs/experiments.md):
 ``result.json`` (written last, atomically), ``checkpoint.pt``, ``stats.jsonl``, ``tsne.npz``
 and TensorBoard events in ``tb/``. The run is built in a hidden sibling folder and swapped in
-for ``out_dir`` when it ends; after every epoch a last-epoch checkpoint makes it resumable
-(:mod:`.runfolder`). Epochs are numbered from 0 everywhere (files, console, ``start_epoch``).
+for ``out_dir`` when it ends; a last-epoch checkpoint makes it resumable (:mod:`.runfolder`),
+written after the first epoch and then at the end of an epoch whenever at least
+:data:`CHECKPOINT_RATIO` times its own cost has passed since the last one (at most one write per
+epoch, at most ~10 % overhead; a resumed run restarts after the last written epoch). Epochs are numbered from 0 everywhere (files, console, ``start_epoch``).
 
 A step whose loss or encoder gradient norm is not finite ends the run with ``status:
 "diverged"`` (the epoch and step in ``diverged``; no test metrics): the check reads the values
@@ -46,6 +48,9 @@ from .model import build_model, model_meta, resolve_device, save_checkpoint
 from .prepare import prepare_data
 from .runfolder import check_target, finish, open_work_dir, write_last
 from .runlog import RunLog, encoder_grad_norms, run_result, write_tsne
+
+
+CHECKPOINT_RATIO = 10.0  # the resume checkpoint takes at most about 1/10 of the training time
 
 
 def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
@@ -88,7 +93,7 @@ def train(
     ``out_dir`` itself is replaced only when the run has a result. ``resume`` continues an
     interrupted run of the same config from its last completed epoch; ``overwrite`` allows
     replacing a non-empty ``out_dir`` that balm did not write. ``after_epoch(epoch)`` is called
-    once the epoch's checkpoint is on disk.
+    at the end of each epoch (after its resume checkpoint, when one was written).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -119,6 +124,7 @@ def train(
         _set_rng_state(rng, device, last["rng"])
         best, since_best, stopped_early = last["best"], last["since_best"], last["stopped_early"]
         start = last["epoch"] + 1
+    ckpt = {"at": -math.inf, "cost": 0.0}
     with RunLog(out, cfg, data.modalities, quiet=quiet, log=log, resume=None if last is None else last["log"]) as runlog:
         for epoch in range(start, cfg.epochs):
             if stopped_early:
@@ -161,11 +167,16 @@ def train(
                 since_best += 1
             if cfg.early_stopping and since_best >= cfg.early_stopping:
                 stopped_early = True
-            write_last(out, {"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
-                             "optimizer": optimizer.state_dict(),
-                             "rebalancer": None if rebalancer is None else rebalancer.state_dict(),
-                             "rng": _rng_state(rng, device), "best": best, "since_best": since_best,
-                             "stopped_early": stopped_early, "log": runlog.state_dict()})
+            # the resume checkpoint: after the first epoch, then whenever the time since the last
+            # write is at least CHECKPOINT_RATIO times what that write took (overhead <= 1/RATIO)
+            if time.perf_counter() - ckpt["at"] >= CHECKPOINT_RATIO * ckpt["cost"]:
+                t1 = time.perf_counter()
+                write_last(out, {"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                                 "optimizer": optimizer.state_dict(),
+                                 "rebalancer": None if rebalancer is None else rebalancer.state_dict(),
+                                 "rng": _rng_state(rng, device), "best": best, "since_best": since_best,
+                                 "stopped_early": stopped_early, "log": runlog.state_dict()})
+                ckpt = {"at": time.perf_counter(), "cost": time.perf_counter() - t1}
             if after_epoch is not None:
                 after_epoch(epoch)
 
