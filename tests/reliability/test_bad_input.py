@@ -207,3 +207,30 @@ def test_broken_pipe_is_quiet(tmp_path):
     out, err = p.communicate(timeout=60)
     assert len(out.splitlines()) == 1
     assert "BrokenPipeError" not in err and "Traceback" not in err
+
+
+def _npz(tmp_path, labels, speakers):
+    n = len(labels)
+    f = tmp_path / "d.npz"
+    np.savez(f, labels=np.asarray(labels), audio=np.ones((n, 2), np.float32), text=np.ones((n, 3), np.float32),
+             split=np.array(["train"] * (n - 2) + ["test"] * 2), dialogue=np.arange(n) // 2, speaker=np.asarray(speakers))
+    return f
+
+
+def test_a_stray_label_is_an_error_not_a_billion_classes(tmp_path):
+    from balm.data.npz_reader import read_npz
+
+    f = _npz(tmp_path, [0, 1, 2, 0, 1, 10 ** 9], [0, 1] * 3)
+    with pytest.raises(DataError, match="not a dense range") as exc:
+        read_npz(f)
+    assert "1000000000" in str(exc.value) and str(f) in str(exc.value)
+    assert read_npz(_npz(tmp_path, [0, 1, 2, 0, 1, 2], [0, 1] * 3)).num_classes == 3
+
+
+def test_raw_speaker_ids_are_renumbered(tmp_path):
+    from balm.data.npz_reader import read_npz
+
+    ds = read_npz(_npz(tmp_path, [0, 1, 2, 0, 1, 2], [1000, 1003, 1000, 1003, 1003, 997]))
+    got = np.concatenate([sp.speakers for sp in ds.splits.values()])
+    assert sorted(set(got.tolist())) == [0, 1, 2]  # 997 -> 0, 1000 -> 1, 1003 -> 2
+    assert got.tolist() == [1, 2, 1, 2, 2, 0]

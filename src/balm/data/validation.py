@@ -203,6 +203,11 @@ def validate_dataset(ds: Dataset, *, source: str | None = None) -> Dataset:
         if dims is None:
             dims = checked.dims()
         splits[key] = checked
+    if num_speakers is None:  # raw ids (e.g. 1000, 1003, ...): renumber them 0..S-1 over all splits
+        ids = np.unique(np.concatenate([sp.speakers for sp in splits.values()]))
+        if ids.size and (ids[0] != 0 or ids[-1] != ids.size - 1):
+            splits = {k: replace(sp, speakers=np.searchsorted(ids, sp.speakers).astype(sp.speakers.dtype))
+                      for k, sp in splits.items()}
     owner: dict[str, str] = {}
     for key, sp in splits.items():
         for sid in sp.sequence_ids:
