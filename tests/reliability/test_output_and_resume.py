@@ -172,11 +172,8 @@ def test_features_near_float32_limit_diverge(tmp_path):
     ds = tiny_dataset()
     ds = replace(ds, splits={k: replace(sp, features={m: x * 1e30 for m, x in sp.features.items()})
                              for k, sp in ds.splits.items()})
-    try:
+    with pytest.warns(UserWarning, match="overflow float32"):
         save_dataset(ds, tmp_path / "huge")
-    except ValueError as exc:  # refused at validation: also a clean outcome
-        assert "huge" in str(exc)
-        return
     cfg = Config.from_dict(base_config(str(tmp_path / "huge"), epochs=2, tsne_samples=0, grad_clip=None))
     res = train(cfg, tmp_path / "run", quiet=True)
     if res["status"] == "finished":  # a finished run must have finite metrics
