@@ -224,3 +224,34 @@ def test_strict_json_writes_null_for_non_finite(tmp_path):
     atomic_write_json(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf"), 1.5]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, 1.5]}
     assert dumps_line({"x": float("-inf")}) == '{"x":null}'
+
+
+def test_killed_data_write_leftovers_are_cleaned_and_modes_follow_umask(tmp_path):
+    from balm.data.native import save_dataset
+    from exp_helpers import tiny_dataset
+
+    target = tmp_path / "ds"
+    (tmp_path / ".ds.partial").mkdir()  # what SIGKILL during `balm data convert` left
+    (tmp_path / ".ds.partial" / "train.npz").write_bytes(b"half")
+    old = os.umask(0o022)
+    try:
+        save_dataset(tiny_dataset(), target)
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    assert target.stat().st_mode & 0o777 == 0o755  # before: 0700 whatever the umask
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in target.iterdir() if p.is_file())
+    # killed between the two renames of the swap: the old version is put back by the next write
+    os.rename(target, tmp_path / ".ds.old")
+    from balm.io import clean_stale
+
+    clean_stale(target)
+    assert (target / "meta.json").is_file() and not (tmp_path / ".ds.old").exists()
+
+
+def test_stale_temporary_file_removed_by_the_next_write(tmp_path):
+    from balm.io import atomic_write_text
+
+    (tmp_path / ".result.json.abc123.tmp").write_text("half")
+    atomic_write_text(tmp_path / "result.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
