@@ -22,7 +22,7 @@ def test_readers_and_config_loader_fail_cleanly(tmp_path):
                        capture_output=True, text=True, env=env, timeout=SECONDS + 60)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
-    assert report["tried"] > 50
+    assert report["tried"] > 20  # thousands on an idle machine
     assert report["n_bad"] == 0, report["bad"][:5]
     left = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".")]
     assert left == [], left  # no temporary file or folder left by a reader
