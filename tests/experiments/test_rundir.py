@@ -17,7 +17,7 @@ from balm.experiments.rundir import (
 
 
 def _result(cfg: Config, wf1: float) -> dict:
-    return {"status": "finished", "config": cfg.to_dict(), "test": {"acc": 0.5, "wf1": wf1},
+    return {"schema": "balm-result/1", "status": "finished", "config": cfg.to_dict(), "test": {"acc": 0.5, "wf1": wf1},
             "dev": {"acc": 0.25, "wf1": 0.125}, "best_epoch": 1, "epochs_run": 2, "train_seconds": 1.23456,
             "requested_rates": {"audio": 0.5, "text": 0.3, "visual": 0.7}, "dataset": {"used_modalities": ["audio", "text"]},
             "realised_rates": {"train": {"audio": 0.4999999, "text": 0.3}}}

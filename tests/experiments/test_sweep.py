@@ -28,7 +28,7 @@ def test_sweep_runs_each_once_and_rerun_skips(tiny_data, tmp_path):
     sweep = expand(_sweep_dict(tiny_data))
     assert len(sweep.runs) == 4
     res = run_sweep(sweep, tmp_path, workers=2)
-    assert res == {"total": 4, "skipped": 0, "ran": 4, "failed": []}
+    assert res == {"total": 4, "skipped": 0, "ran": 4, "failed": [], "diverged": []}
     results = _results(tmp_path)
     assert sorted(results) == sorted(r.id for r in sweep.runs)
     for r in sweep.runs:

@@ -21,7 +21,16 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from balm.reporting.report import make_report
 
-    rep = make_report(args.dir, tsne=args.tsne, curves=not args.no_curves)
+    import sys
+
+    rep = make_report(args.dir, tsne=args.tsne, curves=not args.no_curves,
+                      warn=lambda line: print(f"balm report: warning: {line}", file=sys.stderr))
+    if rep["diverged"]:
+        print(f"balm report: {len(rep['diverged'])} diverged run(s) listed apart, in no table: "
+              f"{', '.join(rep['diverged'])}", file=sys.stderr)
+    if rep["missing"]:
+        print(f"balm report: {len(rep['missing'])} planned run(s) have no result: {', '.join(rep['missing'][:10])}"
+              f"{' ...' if len(rep['missing']) > 10 else ''}", file=sys.stderr)
     print(rep["table"])
     if rep["paired"]:
         print(rep["paired"])

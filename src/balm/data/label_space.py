@@ -5,7 +5,8 @@ Rule (documented in docs/data.md):
   regression; ``task=`` overrides.
 - classes: ``label_names`` if given, else ``num_classes`` if given, else the IEMOCAP
   six classes when the dataset name contains "iemocap" and every label is in 0..5,
-  else ``max(label) + 1`` over all splits with no names.
+  else ``max(label) + 1`` over all splits with no names, provided the values are dense (at most about half of 0..max absent)
+  (a stray label of 10**9 is an error naming the values, not 10**9 + 1 classes).
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ def label_space(
     lo = min(float(np.min(y)) for y in arrays)
     if "iemocap" in name.lower() and lo >= 0 and hi <= len(IEMOCAP_LABELS) - 1:
         return len(IEMOCAP_LABELS), list(IEMOCAP_LABELS)
+    present = np.unique(np.concatenate([y.astype(np.int64, copy=False).ravel() for y in arrays]))
+    if lo >= 0 and int(hi) + 1 > 2 * present.size + 1:  # sparse: a stray label, not a few unseen classes
+        absent = int(hi) + 1 - present.size
+        shown = ", ".join(str(v) for v in present[:8]) + (" ..." if present.size > 8 else "")
+        what = f"{absent} of the values 0..{int(hi)} never occur"
+        raise DataError(f"the labels are not a dense range 0..K-1 (values present: {shown}; {what}); state the "
+                        "classes with num_classes= or label_names=, or renumber the labels", source=source, field="labels")
     return int(hi) + 1, None
 
 

@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import replace
 from typing import Mapping
 
+from balm.io import file_mode
 import numpy as np
 
 from balm.masking.rates import check_rates
@@ -106,6 +107,7 @@ def save_masks(directory: str | os.PathLike, ds: Dataset) -> str:
     arrays["fingerprint"] = np.asarray(split_fingerprint(ds))
     fd, tmp = tempfile.mkstemp(prefix=".masks-", suffix=".npz", dir=os.path.dirname(path))
     try:
+        os.chmod(tmp, file_mode())
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 
+from balm.io import clean_stale, staging_dir, swap_in
 import numpy as np
 
 from .dataset import SPLIT_NAMES, Dataset, Split
@@ -111,7 +112,9 @@ def save_dataset(ds: Dataset, path: str | os.PathLike, *, keep_masks_cache: bool
             raise DataError("exists and is not a balm dataset directory (no meta.json); refusing to overwrite", source=path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    clean_stale(path)  # what a killed earlier write of this path left beside it
+    tmp = os.fspath(staging_dir(path))
+    os.makedirs(tmp)
     try:
         for key, sp in ds.splits.items():
             with open(os.path.join(tmp, f"{key}.npz"), "wb") as f:
@@ -121,7 +124,7 @@ def save_dataset(ds: Dataset, path: str | os.PathLike, *, keep_masks_cache: bool
         cache = os.path.join(path, "masks")
         if keep_masks_cache and os.path.isdir(cache):
             shutil.copytree(cache, os.path.join(tmp, "masks"))
-        replace_dir(tmp, path)
+        swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -29,6 +29,26 @@ from .label_space import build_dataset
 RESERVED = ("labels", "split", "dialogue", "speaker")
 
 
+def check_npz_sizes(path: str) -> None:
+    """Refuse an ``.npz`` whose member headers declare more bytes than the member holds (checked
+    from the headers and the zip directory, before any array is allocated)."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                header = fh.tell()
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared > info.file_size - header:
+                raise DataError(f"array {info.filename[:-4]!r} declares shape {shape} of {dtype} ({declared} bytes), "
+                                f"but the file holds {info.file_size - header} bytes for it", source=path)
+
+
 def read_arrays(path: str) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` (no pickles), or :class:`DataError` naming the file."""
     try:
@@ -39,11 +59,16 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
     if magic[:2] != b"PK":
         raise DataError("not a readable .npz file (not a zip archive)", source=path)
     try:
+        check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError("an array is larger than the memory available", source=path) from None
     except ValueError as exc:
         raise DataError(f"holds an object array, which is not allowed ({exc})", source=path) from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, NotImplementedError, RuntimeError) as exc:
         raise DataError(f"not a readable .npz file ({type(exc).__name__}: {exc})", source=path) from None
 
 

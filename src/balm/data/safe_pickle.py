@@ -6,6 +6,10 @@ an explicit allow-list (the few numpy reconstruction helpers and builtin contain
 types); anything else is refused with an error naming the file and the global.
 Python 2 pickles (the DialogueRNN / MMGCN feature files) are read with
 ``encoding="latin1"``, which also decodes numpy's byte payloads correctly.
+
+Sizes are bounded by the file: a genuine pickle carries its payload, so an allowed constructor
+asked to allocate more than the pickle's size plus :data:`SLACK_BYTES` (``bytearray(10**11)``
+in a 43-byte file, an ``ndarray`` of a huge declared shape) is refused before it allocates.
 """
 
 from __future__ import annotations
@@ -67,27 +71,61 @@ def _allowed() -> dict[tuple[str, str], Any]:
 
 
 _ALLOWED: dict[tuple[str, str], Any] | None = None
+SLACK_BYTES = 1 << 20  # allocations a pickle may declare beyond its own size
+
+
+def _declared_bytes(func: Any, args: tuple) -> int:
+    """Bytes a call of an allowed constructor would allocate from its arguments alone."""
+    try:
+        if func in (bytes, bytearray) and args and isinstance(args[0], int) and not isinstance(args[0], bool):
+            return int(args[0])
+        if func is np.ndarray or getattr(func, "__name__", "") == "_reconstruct":
+            shape = args[1] if func is not np.ndarray else args[0]
+            dtype = args[2] if func is not np.ndarray and len(args) > 2 else (args[1] if len(args) > 1 else float)
+            shape = (shape,) if isinstance(shape, int) else tuple(shape)
+            n = 1
+            for d in shape:
+                n *= max(int(d), 0)
+            return n * max(np.dtype(dtype if not isinstance(dtype, bytes) else dtype.decode("latin1")).itemsize, 1)
+    except (TypeError, ValueError, IndexError):
+        return 0
+    return 0
+
+
+def _guarded(func: Any, limit: int, source: str | None) -> Any:
+    def call(*args, **kwargs):
+        n = _declared_bytes(func, args)
+        if n > limit:
+            raise DataError(f"the pickle asks {getattr(func, '__name__', func)} for {n} bytes, more than its own size "
+                            f"allows ({limit} bytes); refusing to allocate", source=source)
+        return func(*args, **kwargs)
+
+    return call
 
 
 class SafeUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose ``find_class`` admits only an allow-list of globals."""
 
-    def __init__(self, file, *, source: str | None = None, encoding: str = "ASCII"):
+    def __init__(self, file, *, source: str | None = None, encoding: str = "ASCII", size: int | None = None):
         super().__init__(file, encoding=encoding)
         self.source = source
+        self.limit = (size if size is not None else 0) + SLACK_BYTES
 
     def find_class(self, module: str, name: str):
         global _ALLOWED
         if _ALLOWED is None:
             _ALLOWED = _allowed()
         try:
-            return _ALLOWED[(module, name)]
+            found = _ALLOWED[(module, name)]
         except KeyError:
             raise DataError(
                 f"refused to unpickle global '{module}.{name}': only numpy arrays, dtypes, scalars "
                 "and plain containers (dict, list, tuple, set, str, bytes, numbers) are allowed",
                 source=self.source,
             ) from None
+        if found in (bytes, bytearray) or getattr(found, "__name__", "") == "_reconstruct":
+            return _guarded(found, self.limit, self.source)
+        return found
 
     def persistent_load(self, pid):  # noqa: D401 - pickle hook
         raise DataError(f"refused persistent id {pid!r} in pickle", source=self.source)
@@ -114,14 +152,19 @@ def safe_load(path: str | os.PathLike) -> Any:
 
 
 def _load(buf: io.BytesIO, source: str | None) -> Any:
+    with buf.getbuffer() as view:  # released at once: an exported buffer would pin the BytesIO
+        size = view.nbytes
     try:
         try:
-            return SafeUnpickler(buf, source=source).load()
+            return SafeUnpickler(buf, source=source, size=size).load()
         except UnicodeDecodeError:
             # a Python 2 pickle holding non-ASCII str/bytes (e.g. numpy payloads)
             buf.seek(0)
-            return SafeUnpickler(buf, source=source, encoding="latin1").load()
+            return SafeUnpickler(buf, source=source, encoding="latin1", size=size).load()
     except DataError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except MemoryError:
+        raise DataError("not a readable pickle (it asks for more memory than is available)", source=source) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            RecursionError, OverflowError, LookupError, UnicodeError, SystemError, RuntimeError) as exc:
         raise DataError(f"not a readable pickle ({type(exc).__name__}: {exc})", source=source) from None

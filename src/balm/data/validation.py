@@ -7,6 +7,7 @@ partial output behind.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Sequence as Seq
 
@@ -16,6 +17,9 @@ from balm.masking.rates import check_rates
 
 from .dataset import SPLIT_NAMES, TASKS, Dataset, Split
 from .errors import DataError
+
+
+LARGE_FEATURE = 1e15  # |x| above this warns: x² and sums over a layer overflow float32 (max 3.4e38)
 
 
 def as_features(x, *, source: str | None, field: str, dim: int | None = None) -> np.ndarray:
@@ -41,6 +45,11 @@ def as_features(x, *, source: str | None, field: str, dim: int | None = None) ->
             source=source,
             field=field,
         )
+    big = float(np.abs(arr).max()) if arr.size else 0.0
+    if big > LARGE_FEATURE:
+        warnings.warn(f"{source or 'dataset'}: field {field!r}: feature magnitude up to {big:.3g}; squares and sums "
+                      "of such values overflow float32 (max 3.4e38) and training will likely diverge; rescale or "
+                      "standardise the features", UserWarning, stacklevel=2)
     return arr
 
 
@@ -203,6 +212,11 @@ def validate_dataset(ds: Dataset, *, source: str | None = None) -> Dataset:
         if dims is None:
             dims = checked.dims()
         splits[key] = checked
+    if num_speakers is None:  # raw ids (e.g. 1000, 1003, ...): renumber them 0..S-1 over all splits
+        ids = np.unique(np.concatenate([sp.speakers for sp in splits.values()]))
+        if ids.size and (ids[0] != 0 or ids[-1] != ids.size - 1):
+            splits = {k: replace(sp, speakers=np.searchsorted(ids, sp.speakers).astype(sp.speakers.dtype))
+                      for k, sp in splits.items()}
     owner: dict[str, str] = {}
     for key, sp in splits.items():
         for sid in sp.sequence_ids:

@@ -72,6 +72,45 @@ def _yaml():
     return yaml, _LOADER
 
 
+MAX_YAML_NODES = 100_000  # a config's YAML, aliases expanded, may hold at most this many nodes
+
+
+def _expanded_nodes(yaml, node, memo: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (shared nodes counted at
+    each use, each computed once, so a "billion laughs" file is measured without expanding it)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_YAML_NODES + 1  # a node reached again while being measured (a recursive alias)
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        n += sum(_expanded_nodes(yaml, v, memo) for v in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n += sum(_expanded_nodes(yaml, k, memo) + _expanded_nodes(yaml, v, memo) for k, v in node.value)
+    memo[key] = min(n, MAX_YAML_NODES + 1)
+    return memo[key]
+
+
+def load_yaml(text: str, source: str | None = None) -> Any:
+    """YAML text as Python values, refusing documents that aliases expand beyond
+    :data:`MAX_YAML_NODES` nodes before anything is built from them (needs pyyaml)."""
+    y = _yaml()
+    if y is None:
+        raise ConfigError(f"a YAML config needs pyyaml: {YAML_EXTRA}; or write the config as JSON", source=source)
+    yaml, loader_cls = y
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(yaml, node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"the YAML expands (through aliases) to more than {MAX_YAML_NODES} values; "
+                              "write the values out or use fewer nested aliases", source=source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value parsed as YAML (``0.3`` -> float, ``[a, b]`` -> list, ``none`` -> str).
 
@@ -88,13 +127,14 @@ def parse_value(text: str) -> Any:
                 raise ConfigError(f"cannot parse {text!r} without YAML ({YAML_EXTRA}); write it as JSON, "
                                   'e.g. {"audio": 0.5}') from None
             return text
-    yaml, loader = y
+    yaml, _ = y
     try:
-        return yaml.load(text, Loader=loader)
-    except yaml.YAMLError as exc:
+        return load_yaml(text, "--set")
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"cannot parse value {text!r} as YAML: {exc}") from None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # 1 MiB
 BASE_KEY = "base"  # a config file's key naming the file it inherits from
 
 
@@ -157,22 +197,27 @@ def _read_one(path: Path) -> dict:
     """One file's own mapping (no inheritance)."""
     if not path.is_file():
         raise ConfigError("config file not found", source=str(path))
-    text = path.read_text(encoding="utf-8")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"is {path.stat().st_size} bytes; a config file may hold at most {MAX_CONFIG_BYTES}",
+                          source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not UTF-8 text ({exc.reason} at byte {exc.start})", source=str(path)) from None
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError(f"cannot parse: {' '.join(str(exc).split())}", source=str(path)) from None
     else:
         y = _yaml()
         if y is None:
             raise ConfigError(f"a YAML config needs pyyaml: {YAML_EXTRA}; or write the config as JSON",
                               source=str(path))
-        yaml, loader = y
         try:
-            data = yaml.load(text, Loader=loader)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cannot parse: {exc}", source=str(path)) from None
+            data = load_yaml(text, str(path))
+        except (y[0].YAMLError, RecursionError) as exc:
+            raise ConfigError(f"cannot parse: {' '.join(str(exc).split())}", source=str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -195,7 +240,11 @@ def _is_num(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(float(v))
 
 
-def _int(lo: int | None = None, optional: bool = False) -> Callable:
+MAX_THREADS = 1024  # torch CPU threads per process
+MAX_WIDTH = 65_536  # any layer width: d_global, a backbone's hidden / embedding / fused sizes
+
+
+def _int(lo: int | None = None, optional: bool = False, hi: int | None = None) -> Callable:
     def check(key: str, v: Any) -> Any:
         if v is None and optional:
             return None
@@ -203,6 +252,8 @@ def _int(lo: int | None = None, optional: bool = False) -> Callable:
             raise ConfigError(f"expected an integer{' or null' if optional else ''}, got {v!r} ({_tname(v)})", key=key)
         if lo is not None and v < lo:
             raise ConfigError(f"expected an integer >= {lo}, got {v}", key=key)
+        if hi is not None and v > hi:
+            raise ConfigError(f"expected an integer <= {hi}, got {v}", key=key)
         return int(v)
 
     return check
@@ -387,7 +438,8 @@ class Config:
     weight_decay: float = _opt(_float(0.0), "L2 weight decay (Adam)", 3e-5, "float")
     tau: float = _opt(_float(0.0), "weight τ of the spatial loss L_mod (Eq. 26)", 0.3, "float")
     rho: float = _opt(_float(0.0, lo_open=True), "modulation intensity ρ (Eq. 21)", 1.4, "float")
-    d_global: Any = _opt(_int(1, optional=True), "FCM global width; null = (Σ d_m) / 4", None, "int | null")
+    d_global: Any = _opt(_int(1, optional=True, hi=MAX_WIDTH), f"FCM global width (at most {MAX_WIDTH}); null = (Σ d_m) / 4",
+                         None, "int | null")
     loss: str = _opt(_choice(LOSSES, "loss"), "task loss: auto (nll for classification, mse for regression), nll, ce, focal, mse", "auto", "str")
     focal_gamma: float = _opt(_float(0.0), "focusing parameter γ of the focal loss", 0.5, "float")
     class_weights: Any = _opt(_class_weights, "class weights of nll/ce/focal: none, balanced (N / (C n_c)), "
@@ -405,7 +457,8 @@ class Config:
     modulation_start: int = _opt(_int(0), "first epoch (0-based) with gradient modulation", 0, "int")
     modulation_end: Any = _opt(_int(1, optional=True), "epoch at which modulation stops (exclusive); null = never", None, "int | null")
     device: str = _opt(_device, "auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps", "auto", "str")
-    threads: Any = _opt(_int(1, optional=True), "torch CPU threads; null = torch's default", None, "int | null")
+    threads: Any = _opt(_int(1, optional=True, hi=MAX_THREADS), f"torch CPU threads (at most {MAX_THREADS}); null = torch's default",
+                        None, "int | null")
     tsne_samples: int = _opt(_int(0), "test utterances saved for the t-SNE figure (0 = none)", 400, "int")
     tensorboard: bool = _opt(_bool, "write TensorBoard event files to DIR/tb", True, "bool")
     checkpoint: bool = _opt(_bool, "write DIR/checkpoint.pt (best model)", True, "bool")
@@ -497,6 +550,9 @@ def backbone_parameters(name: str) -> tuple[str, ...]:
     return params(name)
 
 
+_WIDTH_KEY = re.compile(r"hidden|dim|width")  # backbone options that set a layer's width
+
+
 def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
     from balm.backbones.registry import takes_any_option
 
@@ -511,6 +567,9 @@ def check_backbone_options(name: str, options: Mapping[str, Any]) -> None:
             if not valid:
                 raise ConfigError(f"backbone {name!r} takes no options", key=f"backbone_options.{k}")
             raise ConfigError(_unknown(k, valid).replace("valid keys", f"options of {name}"), key=f"backbone_options.{k}")
+    for k, v in options.items():
+        if _WIDTH_KEY.search(k) and _is_int(v) and not 1 <= v <= MAX_WIDTH:
+            raise ConfigError(f"expected a width between 1 and {MAX_WIDTH}, got {v}", key=f"backbone_options.{k}")
 
 
 # keys of the config that the trainer offers to every method; method_options may not repeat them

@@ -51,9 +51,18 @@ class BalmModel(nn.Module):
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of the config key ``device``; a CUDA device without CUDA is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"not a torch device: {exc}", key="device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{name!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'", key="device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"{name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist", key="device")
+    return dev
 
 
 def _num_speakers(ds: Dataset) -> int:

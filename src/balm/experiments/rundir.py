@@ -7,8 +7,10 @@ Layout of a sweep folder ``DIR`` (docs/experiments.md)::
     DIR/runs/<id>/          one run: config.json, config.yaml, the trainer's files, result.json last
     DIR/.lock               held while a sweep runs in DIR
 
-A run is finished when its ``result.json`` is valid JSON with status ``finished``. This module
-only reads and writes these files; the sweep driver and ``balm report`` both go through it.
+A run is finished when its ``result.json`` is valid JSON with status ``finished``, and done
+(not run again) when it is finished or ``diverged``. Hidden folders in ``runs/`` (an unfinished
+run's ``.<id>.partial``) are not runs. This module only reads and writes these files; the sweep
+driver and ``balm report`` both go through it.
 """
 
 from __future__ import annotations
@@ -48,22 +50,105 @@ def short(value: Any) -> str:
 # --------------------------------------------------------------------------- one run
 
 
-def read_result(run_dir: Path) -> dict | None:
-    """The run's result if it is finished (valid JSON, status 'finished'), else None."""
+RESULT_SCHEMA = "balm-result/1"
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def result_problem(res: Any) -> str | None:
+    """What makes ``res`` (a parsed ``result.json``) not a valid result of schema ``balm-result/1``
+    (docs/experiments.md), or None. A diverged run needs no test metrics."""
+    if not isinstance(res, dict):
+        return f"expected a JSON object, got {type(res).__name__}"
+    if res.get("schema") != RESULT_SCHEMA:
+        return f"schema {res.get('schema')!r}, expected {RESULT_SCHEMA!r}"
+    status = res.get("status")
+    if status not in ("finished", "diverged"):
+        return f"status {status!r}, expected 'finished' or 'diverged'"
+    if not isinstance(res.get("config"), dict):
+        return "'config' is missing or not an object"
+    if status == "diverged":
+        return None if isinstance(res.get("diverged"), dict) else "'diverged' is missing or not an object"
+    for split in ("test", "dev"):
+        m = res.get(split)
+        if not isinstance(m, dict):
+            return f"{split!r} is missing or not an object"
+        for k in ("acc", "wf1"):
+            if not _is_num(m.get(k)) or not 0.0 <= m[k] <= 1.0:
+                return f"{split}.{k} = {m.get(k)!r}, expected a number in [0, 1]"
+    for k in ("best_epoch", "epochs_run"):
+        if not isinstance(res.get(k), int) or isinstance(res.get(k), bool) or res[k] < 0:
+            return f"{k!r} = {res.get(k)!r}, expected an integer >= 0"
+    if not _is_num(res.get("train_seconds")):
+        return f"'train_seconds' = {res.get('train_seconds')!r}, expected a number"
+    ds = res.get("dataset")
+    if not isinstance(ds, dict) or not isinstance(ds.get("used_modalities"), list):
+        return "'dataset.used_modalities' is missing or not a list"
+    if not isinstance(res.get("realised_rates"), dict):
+        return "'realised_rates' is missing or not an object"
+    return None
+
+
+def load_result(run_dir: Path) -> tuple[dict | None, str | None]:
+    """(the parsed, schema-checked ``result.json`` of ``run_dir`` or None, what is wrong with it or
+    None); a missing file is (None, None)."""
     p = run_dir / RESULT
     try:
         with open(p, encoding="utf-8") as fh:
             res = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(res, dict) or res.get("status") != "finished" or "test" not in res:
-        return None
-    return res
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"cannot read it as JSON ({' '.join(str(exc).split())})"
+    problem = result_problem(res)
+    return (None, problem) if problem else (res, None)
+
+
+def read_result(run_dir: Path) -> dict | None:
+    """The run's result if it is finished (valid against the schema, status 'finished'), else None."""
+    res, _ = load_result(run_dir)
+    return res if res is not None and res["status"] == "finished" else None
+
+
+def scan_runs(sweep_dir: str | Path) -> dict:
+    """The state of the current plan's runs: ``finished`` and ``diverged`` (run folders),
+    ``damaged`` ((result file, what is wrong) pairs) and ``missing`` (planned run ids without a
+    result: not run yet, running, failed or damaged)."""
+    root = Path(sweep_dir)
+    out: dict = {"finished": [], "diverged": [], "damaged": [], "missing": []}
+    for d in plan_run_dirs(root)[0]:
+        res, problem = load_result(d)
+        if problem is not None:
+            out["damaged"].append((d / RESULT, problem))
+        elif res is not None:
+            out[res["status"]].append(d)
+    plan = read_plan(root)
+    ids = plan_run_ids(plan) if plan is not None else None
+    done = {d.name for d in out["finished"] + out["diverged"]}
+    out["missing"] = [i for i in (ids or []) if i not in done]
+    return out
 
 
 def is_finished(run_dir: Path, cfg: Config) -> bool:
     """Whether ``run_dir`` holds a finished result of exactly ``cfg``."""
     res = read_result(run_dir)
+    return res is not None and res.get("config") == cfg.to_dict()
+
+
+def read_diverged(run_dir: Path) -> dict | None:
+    """The run's result if it diverged (valid against the schema, status 'diverged'), else None."""
+    res, _ = load_result(run_dir)
+    return res if res is not None and res["status"] == "diverged" else None
+
+
+def is_done(run_dir: Path, cfg: Config) -> bool:
+    """Whether ``run_dir`` holds a finished or diverged result of exactly ``cfg`` (a deterministic
+    run that diverged would diverge again: a sweep records it and does not rerun it)."""
+    if is_finished(run_dir, cfg):
+        return True
+    res = read_diverged(run_dir)
     return res is not None and res.get("config") == cfg.to_dict()
 
 
@@ -115,7 +200,7 @@ def plan_run_dirs(sweep_dir: str | Path) -> tuple[list[Path], list[Path]]:
     runs = Path(sweep_dir) / RUNS
     if not runs.is_dir():
         return [], []
-    dirs = sorted(p for p in runs.iterdir() if p.is_dir())
+    dirs = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     plan = read_plan(sweep_dir)
     ids = plan_run_ids(plan) if plan is not None else None
     if ids is None:

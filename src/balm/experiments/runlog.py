@@ -116,11 +116,13 @@ class RunLog:
     manager around the epochs; :meth:`best` closes TensorBoard after the test evaluation."""
 
     def __init__(self, out: Path, cfg: Config, modalities: tuple[str, ...], *, quiet: bool,
-                 log: Callable[[str], None] | None):
+                 log: Callable[[str], None] | None, resume: dict | None = None):
+        """``resume``: a :meth:`state_dict` of an interrupted run in ``out`` to continue."""
         try:
             from tqdm.auto import tqdm
         except ImportError:  # tqdm (the experiments extra) only draws the progress bar
             tqdm = _NoBar
+
         self.tb = Tensorboard(out / "tb" if cfg.tensorboard else None)
         self.say = log or (lambda s: None)
         self.epochs = cfg.epochs
@@ -128,8 +130,15 @@ class RunLog:
         self.history: list[dict] = []
         self.epoch_seconds: list[float] = []
         self.steps = 0
-        self._stats = open(out / "stats.jsonl", "w", encoding="utf-8")
-        self._bar = tqdm(total=cfg.epochs, desc="epochs", unit="ep", disable=quiet or not sys.stderr.isatty(), leave=False)
+        if resume is None:
+            self._stats = open(out / "stats.jsonl", "w", encoding="utf-8")
+        else:  # drop the lines written after the checkpoint, then append
+            self.history, self.epoch_seconds, self.steps = list(resume["history"]), list(resume["epoch_seconds"]), resume["steps"]
+            self._stats = open(out / "stats.jsonl", "r+", encoding="utf-8")
+            self._stats.truncate(resume["stats_bytes"])
+            self._stats.seek(resume["stats_bytes"])
+        self._bar = tqdm(total=cfg.epochs, initial=len(self.history), desc="epochs", unit="ep",
+                         disable=quiet or not sys.stderr.isatty(), leave=False)
         self._new_epoch()
 
     def __enter__(self) -> "RunLog":
@@ -139,13 +148,20 @@ class RunLog:
         self._stats.close()
         self._bar.close()
 
+    def state_dict(self) -> dict:
+        """What :meth:`__init__` needs to continue this log (``stats.jsonl`` flushed first)."""
+        self._stats.flush()
+        return {"history": list(self.history), "epoch_seconds": list(self.epoch_seconds), "steps": self.steps,
+                "stats_bytes": self._stats.tell()}
+
     def _new_epoch(self) -> None:
         self._losses: list[float] = []
         self._norm_sums = {m: 0.0 for m in self.modalities}
         self._n_steps = 0
 
-    def step(self, epoch: int, loss: torch.Tensor, task_loss: torch.Tensor, norms: dict[str, float], rebalancer) -> None:
-        """One optimisation step: losses, encoder gradient norms, the rebalancer's statistics."""
+    def step(self, epoch: int, loss: torch.Tensor, task_loss: torch.Tensor, norms: dict[str, float], rebalancer) -> dict:
+        """One optimisation step: losses, encoder gradient norms, the rebalancer's statistics.
+        Returns the step's record (host floats: the caller checks them without another sync)."""
         record = {"kind": "step", "step": self.steps, "epoch": epoch, "loss": loss.item(), "task_loss": task_loss.item(),
                   "encoder_grad_norm": norms}
         if rebalancer is not None:
@@ -157,6 +173,7 @@ class RunLog:
             self._norm_sums[m] += v
         self._n_steps += 1
         self.steps += 1
+        return record
 
     def epoch(self, epoch: int, dev: dict, seconds: float, heads: dict[str, float] | None = None) -> None:
         """The end of an epoch: mean training loss and gradient norms, the dev metrics, the time,
@@ -176,7 +193,7 @@ class RunLog:
                                   "encoder_grad_norm": mean_norms, **({"dev_head_acc": heads} if heads else {})}, epoch)
         self._bar.update(1)
         self._bar.set_postfix(loss=f"{train_loss:.4f}", dev_wf1=f"{dev['wf1']:.4f}")
-        msg = (f"epoch {epoch + 1}/{self.epochs}  loss {train_loss:.4f}  dev acc {dev['acc']:.4f}  "
+        msg = (f"epoch {epoch} (of 0-{self.epochs - 1})  loss {train_loss:.4f}  dev acc {dev['acc']:.4f}  "
                f"dev w-f1 {dev['wf1']:.4f}  {seconds:.1f}s")
         if self._bar.disable:
             self.say(msg)
@@ -210,7 +227,7 @@ def run_result(cfg: Config, data: PreparedData, log: RunLog, *, test: dict, best
     """The content of ``result.json`` (``schema: balm-result/1``, docs/experiments.md); ``shapley``:
     :func:`balm.experiments.diagnostics.shapley_report` of the selected model on test."""
     ds = data.dataset
-    dev_best = {k: v for k, v in best["dev"].items() if k != "report"}
+    dev_best = None if best["dev"] is None else {k: v for k, v in best["dev"].items() if k != "report"}
     return {
         "schema": RESULT_SCHEMA,
         "status": "finished",

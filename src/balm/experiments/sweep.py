@@ -5,10 +5,12 @@ into ``backbone_options``) to a list of values or a named set (:data:`NAMED_SETS
 axis ``cases`` maps case names to mappings of train-key overrides, for one-off combinations
 (``balm`` with ``coefficients: raw``) that a product of lists cannot express. Every run
 gets an id ``<readable prefix>-<hash>``, the hash being a stable digest of its fully resolved
-config, and the folder ``DIR/runs/<id>/``. A run is finished when its ``result.json`` (written
-atomically, last) is present, valid and holds the same config; finished runs are skipped, and
-the folders of unfinished ones are removed and run again, so a sweep killed at any moment (even
-with SIGKILL) and started again loses no finished run and duplicates none.
+config, and the folder ``DIR/runs/<id>/``. A run is done when its ``result.json`` (written
+atomically, last) is present, valid and holds the same config with status ``finished`` or
+``diverged``; done runs are skipped. A run builds its folder in ``DIR/runs/.<id>.partial`` and
+keeps a last-epoch checkpoint there, so a sweep killed at any moment (even with SIGKILL) and
+started again continues each unfinished run from its last completed epoch, loses no finished
+run and duplicates none.
 ``DIR/summary.csv`` lists every finished run; it is rebuilt from the result files and replaced
 atomically after each run finishes.
 
@@ -22,6 +24,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from .config import (
     parse_set,
     read_mapping,
 )
-from .rundir import CASES, RUNS, is_finished, plan_run_dirs, short, write_plan, write_summary
+from .rundir import CASES, RUNS, is_done, plan_run_dirs, short, write_plan, write_summary
 from .workers import run_local
 
 # Missing-rate settings are written as mappings so that the order (r_A, r_L, r_V) of the
@@ -156,12 +159,16 @@ def run_id(cfg: Config, setting: dict) -> str:
     return f"{prefix}-{digest}" if prefix else digest
 
 
-def expand(data: dict, *, source: str | None = None) -> Sweep:
+MAX_RUNS = 1000  # a larger sweep needs an explicit max_runs (``balm sweep --max-runs N``)
+
+
+def expand(data: dict, *, source: str | None = None, max_runs: int | None = None) -> Sweep:
     """Validate a sweep mapping and expand it into runs (every run config validated).
 
     The runs are the product of the axes in the order written (the last varies fastest). The
     ``cases`` axis contributes, per case, all of its overrides at its position; a key may not be
-    both an axis and set by a case, and two cases may not give the same run config.
+    both an axis and set by a case, and two cases may not give the same run config. A product
+    over ``max_runs`` (default :data:`MAX_RUNS`) is refused before any run is built.
     """
     data = canonical_mapping(data, source)
     spec = data.pop("sweep", None)
@@ -189,6 +196,12 @@ def expand(data: dict, *, source: str | None = None) -> Sweep:
                 if axis != CASES and _overlaps(k, axis):
                     raise ConfigError(f"{k!r} is set by case {name!r} and swept as axis {axis!r}; set it in one place",
                                       key=f"sweep.{CASES}.{name}.{k}", source=source)
+    limit = MAX_RUNS if max_runs is None else max_runs
+    size = math.prod(len(vals) for _, vals in axes)
+    if size > limit:
+        raise ConfigError(f"the sweep has {size} runs (the product of its axes' lengths: "
+                          f"{' x '.join(str(len(v)) for _, v in axes)}), over the limit of {limit}; "
+                          "pass --max-runs N to allow more", key="sweep", source=source)
     runs, seen = [], {}
     for combo in itertools.product(*[vals for _, vals in axes]):
         setting = {k: v for (k, _), v in zip(axes, combo)}
@@ -213,11 +226,11 @@ def expand(data: dict, *, source: str | None = None) -> Sweep:
     return Sweep(base=data, axes=axes, runs=runs, source=source, cases=cases)
 
 
-def load_sweep(path: str | Path | None, overrides: list[str] | None = None) -> Sweep:
+def load_sweep(path: str | Path | None, overrides: list[str] | None = None, *, max_runs: int | None = None) -> Sweep:
     """Read a sweep file, apply ``--set`` overrides (``sweep.KEY=[...]`` changes an axis), expand."""
     data = read_mapping(path) if path else {}
     data = apply_overrides(data, parse_set(overrides), Config.keys() + ("sweep",))
-    return expand(data, source=str(path) if path else None)
+    return expand(data, source=str(path) if path else None, max_runs=max_runs)
 
 
 def check_runs(runs: list[Run], dataset_checker: Callable[[Config], None] | None = None, source: str | None = None) -> None:
@@ -296,15 +309,16 @@ def run_sweep(
         todo, done = [], 0
         for r in sweep.runs:
             d = runs_dir / r.id
-            if is_finished(d, r.config):
+            if is_done(d, r.config):
                 done += 1
                 continue
-            if d.exists():  # left by an interrupted sweep: start it again from scratch
+            if d.exists():  # a failed run's folder (error.txt): run it again
                 shutil.rmtree(d)
             todo.append({"id": r.id, "config": r.config.to_dict(), "run_dir": str(d)})
         write_summary(out)
         say(f"{len(sweep.runs)} runs: {done} finished, {len(todo)} to run ({backend}, {workers} worker(s))")
         failed: list[dict] = []
+        diverged: list[dict] = []
         counter = {"n": 0}
 
         def on_done(res: dict) -> None:
@@ -313,6 +327,11 @@ def run_sweep(
                 write_summary(out)
                 say(f"[{counter['n']}/{len(todo)}] {res['id']}  test acc {res['test_acc']:.4f}  "
                     f"w-f1 {res['test_wf1']:.4f}  ({res['seconds']:.1f}s)")
+            elif res["status"] == "diverged":
+                diverged.append(res)
+                dv = res["diverged"]
+                say(f"[{counter['n']}/{len(todo)}] {res['id']}  DIVERGED at epoch {dv['epoch']} step {dv['step']}: "
+                    f"{dv['what']}")
             else:
                 failed.append(res)
                 say(f"[{counter['n']}/{len(todo)}] {res['id']}  FAILED: {res['error']}")
@@ -325,4 +344,5 @@ def run_sweep(
 
                 run_ray(todo, workers, ray_address, on_done)
         write_summary(out)
-    return {"total": len(sweep.runs), "skipped": done, "ran": len(todo) - len(failed), "failed": failed}
+    return {"total": len(sweep.runs), "skipped": done, "ran": len(todo) - len(failed) - len(diverged), "failed": failed,
+            "diverged": diverged}

@@ -14,9 +14,21 @@ The epoch with the best validation weighted-F1 is kept (the test split is never 
 training) and evaluated on test. Outputs of ``train(config, out_dir)`` (docs/experiments.md):
 ``result.json`` (written last, atomically), ``checkpoint.pt``, ``stats.jsonl``, ``tsne.npz``,
 ``predictions.npz`` (per-utterance test predictions) and TensorBoard events in ``tb/``; after
-model selection the best model's exact Shapley values of the modalities
-(:mod:`.diagnostics`) go into result.json. The pieces live beside this loop: :mod:`.prepare` (data),
-:mod:`.model` (model, checkpoint), :mod:`.losses`, :mod:`.evaluation`, :mod:`.runlog` (files).
+model selection the best model's exact Shapley values of the modalities (:mod:`.diagnostics`) go
+into result.json. The run is built in a hidden sibling folder and swapped in for ``out_dir`` when
+it ends; a last-epoch checkpoint makes it resumable (:mod:`.runfolder`), written after the first
+epoch and then at the end of an epoch whenever at least :data:`CHECKPOINT_RATIO` times its own cost
+has passed since the last one (at most one write per epoch, at most ~10 % overhead; a resumed run
+restarts after the last written epoch). Epochs are numbered from 0 everywhere (files, console,
+``start_epoch``).
+
+A step whose loss or encoder gradient norm is not finite ends the run with ``status:
+"diverged"`` (the epoch and step in ``diverged``; no test metrics): the check reads the values
+the run log already brings to the host, so it costs no extra synchronisation.
+
+The pieces live beside this loop: :mod:`.prepare` (data), :mod:`.model` (model, checkpoint),
+:mod:`.losses`, :mod:`.evaluation`, :mod:`.runlog` (files), :mod:`.runfolder` (folder, resume),
+:mod:`.diagnostics` (head accuracy, Shapley values).
 """
 
 from __future__ import annotations
@@ -33,13 +45,39 @@ from balm.data.batch import collate
 from balm.data.dataset import Dataset
 
 from . import diagnostics as DG
-from .config import Config
+from .config import Config, ConfigError
 from .evaluation import batches, evaluate_split, tsne_sample
 from balm.io import atomic_write_json
 from .losses import class_weight_tensor, make_loss
 from .model import build_model, model_meta, resolve_device, save_checkpoint
 from .prepare import prepare_data
-from .runlog import RunLog, encoder_grad_norms, fresh_output_dir, run_result, write_predictions, write_tsne
+from .runfolder import check_target, finish, open_work_dir, write_last
+from .runlog import RunLog, encoder_grad_norms, run_result, write_predictions, write_tsne
+
+
+CHECKPOINT_RATIO = 10.0  # the resume checkpoint takes at most about 1/10 of the training time
+
+
+def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
+    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(rng: np.random.Generator, device: torch.device, state: dict) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _nonfinite(record: dict) -> str | None:
+    """What is not finite in a step record (loss, then encoder gradient norms), or None."""
+    if not math.isfinite(record["loss"]):
+        return f"loss {record['loss']}"
+    bad = [f"{m} {v}" for m, v in record["encoder_grad_norm"].items() if not math.isfinite(v)]
+    return f"encoder gradient norm ({', '.join(bad)})" if bad else None
 
 
 def train(
@@ -49,11 +87,18 @@ def train(
     dataset: Dataset | None = None,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> dict:
     """Train ``cfg``, write the run's files into ``out_dir`` and return the result dict.
 
     ``dataset`` replaces loading ``cfg.data`` (the spec is still recorded). Everything that can
-    fail on bad input (dataset checks, model construction) happens before ``out_dir`` is touched.
+    fail on bad input (dataset checks, model construction) happens before anything is written;
+    ``out_dir`` itself is replaced only when the run has a result. ``resume`` continues an
+    interrupted run of the same config from its last completed epoch; ``overwrite`` allows
+    replacing a non-empty ``out_dir`` that balm did not write. ``after_epoch(epoch)`` is called
+    at the end of each epoch (after its resume checkpoint, when one was written).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -62,7 +107,7 @@ def train(
     ds = data.dataset
     meta = model_meta(data)
     model, rebalancer = build_model(cfg, meta, device)
-    out = fresh_output_dir(out_dir)
+    target = check_target(Path(out_dir), overwrite=overwrite)
 
     train_split, dev_split, test_split = ds["train"], ds["dev"], ds["test"]
     loss_fn = make_loss(cfg, ds.task, class_weight_tensor(cfg, train_split, ds.num_classes))
@@ -71,9 +116,24 @@ def train(
     eval_bs = cfg.effective_eval_batch_size
 
     best = {"wf1": -math.inf, "epoch": -1, "state": None, "dev": None}
-    since_best, stopped_early = 0, False
-    with RunLog(out, cfg, data.modalities, quiet=quiet, log=log) as runlog:
-        for epoch in range(cfg.epochs):
+    since_best, stopped_early, diverged, start = 0, False, None, 0
+    out, last = open_work_dir(target, resume=resume)
+    if last is not None and last["config"] != cfg.to_dict():
+        raise ConfigError("the interrupted run in this folder has another config; run without --resume to start "
+                          "afresh", source=str(out))
+    if last is not None:
+        model.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        if rebalancer is not None:
+            rebalancer.load_state_dict(last["rebalancer"])
+        _set_rng_state(rng, device, last["rng"])
+        best, since_best, stopped_early = last["best"], last["since_best"], last["stopped_early"]
+        start = last["epoch"] + 1
+    ckpt = {"at": -math.inf, "cost": 0.0}
+    with RunLog(out, cfg, data.modalities, quiet=quiet, log=log, resume=None if last is None else last["log"]) as runlog:
+        for epoch in range(start, cfg.epochs):
+            if stopped_early:
+                break
             t0 = time.perf_counter()
             model.train()
             if rebalancer is not None:
@@ -96,7 +156,12 @@ def train(
                     optimizer.step()
                 else:
                     rebalancer.step(optimizer)  # optimizer.step(), then any update modulation
-                runlog.step(epoch, loss, task_loss, norms, rebalancer)
+                bad = _nonfinite(runlog.step(epoch, loss, task_loss, norms, rebalancer))
+                if bad is not None:
+                    diverged = {"epoch": epoch, "step": runlog.steps - 1, "what": bad}
+                    break
+            if diverged is not None:
+                break
 
             dev = evaluate_split(model, dev_split, meta, eval_bs, device)
             seconds = time.perf_counter() - t0
@@ -109,8 +174,28 @@ def train(
                 since_best += 1
             if cfg.early_stopping and since_best >= cfg.early_stopping:
                 stopped_early = True
-                break
+            # the resume checkpoint: after the first epoch, then whenever the time since the last
+            # write is at least CHECKPOINT_RATIO times what that write took (overhead <= 1/RATIO)
+            if time.perf_counter() - ckpt["at"] >= CHECKPOINT_RATIO * ckpt["cost"]:
+                t1 = time.perf_counter()
+                write_last(out, {"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                                 "optimizer": optimizer.state_dict(),
+                                 "rebalancer": None if rebalancer is None else rebalancer.state_dict(),
+                                 "rng": _rng_state(rng, device), "best": best, "since_best": since_best,
+                                 "stopped_early": stopped_early, "log": runlog.state_dict()})
+                ckpt = {"at": time.perf_counter(), "cost": time.perf_counter() - t1}
+            if after_epoch is not None:
+                after_epoch(epoch)
 
+    if diverged is not None:
+        runlog.tb.close()
+        result = run_result(cfg, data, runlog, test=None, best=best, stopped_early=False, device=device,
+                            model=model, rebalancer=rebalancer)
+        result.update(status="diverged", diverged=diverged)
+        result["files"].update(checkpoint=None, tsne=None)
+        atomic_write_json(out / "result.json", result)
+        finish(out, target)
+        return result
     model.load_state_dict(best["state"])
     test = evaluate_split(model, test_split, meta, eval_bs, device)
     runlog.best(test, best["epoch"])
@@ -125,4 +210,5 @@ def train(
     result = run_result(cfg, data, runlog, test=test, best=best, stopped_early=stopped_early, device=device,
                         model=model, rebalancer=rebalancer, shapley=shapley)
     atomic_write_json(out / "result.json", result)
+    finish(out, target)
     return result

@@ -33,7 +33,8 @@ def execute(task: dict) -> dict:
     t0 = time.perf_counter()
     try:
         cfg = Config.from_dict(task["config"])
-        run_dir.mkdir(parents=True, exist_ok=True)
+        # an interrupted run continues from its last epoch (resume); the folder appears when it ends
+        res = train(cfg, run_dir, quiet=True, resume=True, overwrite=True)
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         try:  # a readable copy of config.json, when pyyaml is installed
             import yaml
@@ -41,7 +42,9 @@ def execute(task: dict) -> dict:
             yaml = None
         if yaml is not None:
             atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        res = train(cfg, run_dir, quiet=True)
+        if res["status"] == "diverged":
+            return {"id": task["id"], "status": "diverged", "seconds": time.perf_counter() - t0,
+                    "diverged": res["diverged"]}
         return {"id": task["id"], "status": "finished", "seconds": time.perf_counter() - t0,
                 "test_acc": res["test"]["acc"], "test_wf1": res["test"]["wf1"]}
     except BaseException as exc:  # noqa: BLE001 - a failed run must not stop the sweep

@@ -24,9 +24,10 @@ import csv
 import io
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
-from balm.io import atomic_write_text
+from balm.io import atomic_write_text, staged_dir
 
 from . import diagnostics as DG
 from . import figures as FG
@@ -41,6 +42,13 @@ def _slug(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", "_".join(p for p in parts if p)).strip("_")[:100] or "all"
 
 
+def _diverged_line(run_dir: Path) -> str:
+    from balm.experiments.rundir import read_diverged
+
+    dv = (read_diverged(run_dir) or {}).get("diverged", {})
+    return f"epoch {dv.get('epoch')} step {dv.get('step')}: {dv.get('what')}"
+
+
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     if rows:
@@ -50,17 +58,50 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = True, max_figures: int = 24) -> dict:
-    """Write the report; returns ``{"dir", "table", "markdown", "figures": [...], "runs": n}``.
+# what a damaged per-run file (stats.jsonl, tsne.npz) raises when read
+_DAMAGED = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError, zipfile.BadZipFile)
+
+
+def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = True, max_figures: int = 24,
+                warn=None) -> dict:
+    """Write the report; returns ``{"dir", "table", "markdown", "figures": [...], "runs": n, "warnings": [...]}``.
 
     ``tsne``: ``first`` (one figure per model, its first setting and seed), ``all`` (every model
-    and setting) or ``none``. ``max_figures`` caps the curve and t-SNE figures each.
+    and setting) or ``none``. ``max_figures`` caps the curve and t-SNE figures each. The new
+    report is built in ``.report.partial`` beside ``report/`` and swapped in when complete, so a
+    failure leaves the earlier report as it was. A damaged ``result.json`` (not of the schema),
+    ``stats.jsonl`` or ``tsne.npz`` is named in a warning (``warn(line)``, and the report's
+    "Runs left out" section) and skipped; diverged runs are listed apart, never in a table, and
+    planned runs without a result are listed as missing.
     """
+    root = Path(sweep_dir)
+    final = root / "report"
+    warnings: list[str] = []
+
+    def note(line: str) -> None:
+        warnings.append(line)
+        if warn is not None:
+            warn(line)
+
+    with staged_dir(final) as stage:
+        rep = _make_report(root, stage, tsne=tsne, curves=curves, max_figures=max_figures, note=note,
+                           warnings=warnings)
+    rep.update(dir=final, markdown=final / "report.md", figures=[final / p.relative_to(stage) for p in rep["figures"]],
+               warnings=warnings)
+    return rep
+
+
+def _make_report(root: Path, out: Path, *, tsne: str, curves: bool, max_figures: int, note,
+                 warnings: list[str]) -> dict:
     if tsne not in TSNE_MODES:
         raise ValueError(f"tsne must be one of {TSNE_MODES}, got {tsne!r}")
-    root = Path(sweep_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such sweep folder")
+    from balm.experiments.rundir import scan_runs
+
+    state = scan_runs(root) if (root / "runs").is_dir() else {"diverged": [], "damaged": [], "missing": []}
+    for path, problem in state["damaged"]:
+        note(f"{path}: damaged result, left out: {problem}")
     runs = load_results(root)
     if not runs:
         raise ValueError(f"{root}: no finished run (no valid runs/*/result.json)")
@@ -68,10 +109,7 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
         from balm.experiments.rundir import write_summary
 
         write_summary(root)
-    out = root / "report"
     figdir = out / "figures"
-    if figdir.exists():
-        shutil.rmtree(figdir)
     figdir.mkdir(parents=True)
 
     table = build_table(runs)
@@ -102,8 +140,12 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
             plain = groups.get((rs[0].config["backbone"], setting), []) if model != rs[0].config["backbone"] else []
             plain_files = [r.path / "stats.jsonl" for r in plain if (r.path / "stats.jsonl").exists()]
             title = f"{model}  {', '.join(f'{k}={v}' for k, v in zip(table.keys, setting))}"
-            p = FG.modulation_curves(files, figdir / f"curves_{_slug(model, *setting)}.png", title, plain_files,
-                                     method_name=model)
+            try:
+                p = FG.modulation_curves(files, figdir / f"curves_{_slug(model, *setting)}.png", title, plain_files,
+                                         method_name=model)
+            except _DAMAGED as exc:
+                note(f"{', '.join(map(str, files + plain_files))}: a damaged stats.jsonl; curves of {model} skipped ({exc})")
+                p = None
             if p:
                 figures.append(p)
                 made += 1
@@ -118,14 +160,26 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
             if not sample.exists():
                 continue
             title = f"{model}  {', '.join(f'{k}={v}' for k, v in zip(table.keys, setting))}  seed {r.config['seed']}"
-            p = FG.tsne_figure(sample, figdir / f"tsne_{_slug(model, *setting)}.png", title,
-                               r.result["dataset"].get("label_names"))
+            try:
+                p = FG.tsne_figure(sample, figdir / f"tsne_{_slug(model, *setting)}.png", title,
+                                   r.result["dataset"].get("label_names"))
+            except _DAMAGED as exc:
+                note(f"{sample}: damaged t-SNE sample, figure skipped ({type(exc).__name__}: {exc})")
+                p = None
             if p:
                 figures.append(p)
                 made += 1
                 seen_models.add(model)
 
-    points = FG.lemma1_points(runs)
+    readable = []
+    for r in runs:
+        try:
+            if (r.path / "stats.jsonl").exists():
+                FG.mean_encoder_grad_norms(r.path / "stats.jsonl")
+            readable.append(r)
+        except _DAMAGED as exc:
+            note(f"{r.path / 'stats.jsonl'}: damaged, run left out of Lemma 1 ({type(exc).__name__}: {exc})")
+    points = FG.lemma1_points(readable)
     fits = FG.lemma1_fits(points)
     atomic_write_text(out / "lemma1.csv", _csv(points))
     atomic_write_text(out / "lemma1_fit.csv", _csv(fits))
@@ -189,6 +243,11 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
     if no_heads:
         lines.append(f"Unimodal head accuracy is not available for {', '.join(no_heads)}: the method has no "
                      "unimodal heads (none, fcm-only, OGM-GE with split scores); docs/experiments.md.\n")
+    left = [f"- diverged (not in any table): {d.name}: {_diverged_line(d)}" for d in state["diverged"]]
+    left += [f"- damaged: {w}" for w in warnings]
+    left += [f"- missing (planned, no result yet): {i}" for i in state["missing"]]
+    if left:
+        lines += ["## Runs left out\n", *left, ""]
     if figures:
         lines.append("### Figures\n")
         for p in figures:
@@ -197,4 +256,5 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
         lines.append("")
     atomic_write_text(out / "report.md", "\n".join(lines))
     return {"dir": out, "markdown": out / "report.md", "table": md_table, "paired": md_paired, "figures": figures,
-            "runs": len(runs), "lemma1": fits, "leaders": md_leaders, "headroom": headroom, "shapley": shapley}
+            "runs": len(runs), "lemma1": fits, "leaders": md_leaders, "headroom": headroom, "shapley": shapley,
+            "diverged": [d.name for d in state["diverged"]], "missing": state["missing"]}

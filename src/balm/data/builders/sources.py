@@ -6,6 +6,7 @@ from the published one is named in the error before anything is read or written.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -14,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from balm.io import sha256_file  # noqa: F401 (the builders import it from here)
+from balm.io import dir_mode, sha256_file  # noqa: F401 (the builders import sha256_file from here)
 
 from ..errors import DataError
 
@@ -102,7 +103,10 @@ def fetch_files(
         raise DataError("mirror folder not found", source=os.fspath(mirror))
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
+    for stale in glob.glob(os.path.join(parent, f".{glob.escape(os.path.basename(out))}.fetch-*")):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed fetch
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.fetch-", dir=parent)
+    os.chmod(tmp, dir_mode())
     try:
         for f in files:
             dest = os.path.join(tmp, f.name)
