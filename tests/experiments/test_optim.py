@@ -84,7 +84,7 @@ def test_trainer_steps_backbone_and_fcm_with_plain_sgd(tiny_data, tmp_path, monk
     monkeypatch.setattr(trainer_mod, "build_model", capture)
     lr = 0.05
     cfg = Config.from_dict(base_config(tiny_data, method="balm", optimizer="sgd", lr=lr, weight_decay=0.0,
-                                       epochs=1, checkpoint=False, tsne_samples=0))
+                                       head_lr=0.002, epochs=1, checkpoint=False, tsne_samples=0))
     train(cfg, tmp_path / "run", quiet=True)
     opt = seen["opt"]
     assert type(opt) is torch.optim.SGD and opt.param_groups[0]["momentum"] == 0.0
@@ -103,6 +103,8 @@ def test_trainer_steps_backbone_and_fcm_with_plain_sgd(tiny_data, tmp_path, monk
     assert [id(p) for p in seen["params"]] == [id(p) for p in model.parameters()]
     heads = {id(p) for p in seen["rebalancer"].parameters()} - {id(p) for p in model.parameters()}
     assert heads and not heads & {id(p) for p in seen["params"]}
+    head_opt = seen["rebalancer"].head_optimizer  # the heads' own Adam, at head_lr
+    assert type(head_opt) is torch.optim.Adam and head_opt.param_groups[0]["lr"] == 0.002
 
 
 @pytest.mark.parametrize("data, key, fragment", [

@@ -313,7 +313,10 @@ class Config:
     momentum: float = _opt(_float(0.0, 1.0, hi_open=True), "momentum of sgd (0 = plain θ ← θ − lr·g); only with "
                            "optimizer: sgd", 0.0, "float")
     lr: float = _opt(_float(0.0, lo_open=True), "learning rate of backbone and FCM (the optimizer's) and of the "
-                     "unimodal heads (Adam)", 3e-4, "float")
+                     "unimodal heads (Adam) unless head_lr is set", 3e-4, "float")
+    head_lr: Any = _opt(_float(0.0, lo_open=True, optional=True), "learning rate of the methods' unimodal heads "
+                        "(their own Adam); null = lr (set it with optimizer: sgd, whose lr suits no Adam)", None,
+                        "float | null")
     weight_decay: float = _opt(_float(0.0), "weight decay of the optimizer (L2 for adam and sgd, decoupled for "
                                "adamw) and of the unimodal heads", 3e-5, "float")
     tau: float = _opt(_float(0.0), "weight τ of the spatial loss L_mod (Eq. 26)", 0.3, "float")
