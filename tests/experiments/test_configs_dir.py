@@ -66,8 +66,8 @@ def test_config_file_is_valid_and_passes_the_dataset_checks_on_synthetic_data(pa
     else:
         check_config(load_config(path, overrides))
     top = path.relative_to(CONFIGS).parts[0]
-    if top == "study":  # docs/study.md: several backbones in one sweep
-        assert all(c.data.startswith("synthetic:") for c in cfgs)
+    if top == "study":  # docs/study.md: several backbones in one sweep, synthetic or real sets
+        assert all(c.data.startswith("synthetic:") or c.data in {f"data/{name}" for name in REAL} for c in cfgs)
         return
     for c in cfgs:
         if top in DATASETS or top in REAL:
@@ -112,3 +112,32 @@ def test_compare_sweeps_run_every_method_at_its_own_noise_setting(name):
     for c in cfgs:
         assert c.noise is (c.method in ("ogm-ge", "ada2i", "none", "cggm"))
     assert {r.setting["cases"] for r in sweep.runs} == methods
+
+
+@pytest.mark.parametrize("ds", DATASETS)
+def test_mmdfn_configs_use_the_balm_authors_mmdfn(ds, tmp_path_factory):
+    """No gates, a context GRU on text only, speaker GRUs weighted audio 3 / visual 0 / text 1
+    (MM-DFN/scripts/train_*.sh of the BALM authors), focal loss on IEMOCAP, MSE on MOSEI; the
+    built model has exactly those parts."""
+    import torch
+
+    from balm.experiments.model import build_model, model_meta
+    from balm.experiments.prepare import prepare_data
+
+    files = sorted((CONFIGS / ds).glob("mmdfn*.yaml"))
+    assert len(files) == 3
+    for path in files:
+        data = read_mapping(path)
+        data.pop("sweep", None)
+        opts = data["backbone_options"]
+        assert opts["gated"] is False, rel(path)
+        assert opts["context_rnn"] == {"audio": False, "text": True, "visual": False}, rel(path)
+        assert opts["speaker_weight"] == {"audio": 3.0, "text": 1.0, "visual": 0.0}, rel(path)
+        assert data["loss"] == ("focal" if ds == "iemocap" else "mse"), rel(path)
+    cfg = load_config(CONFIGS / ds / "mmdfn.yaml", [f"data=synthetic:{ds}", "method=none"])
+    model, _ = build_model(cfg, model_meta(prepare_data(cfg)), torch.device("cpu"))
+    enc = model.backbone.encoders
+    assert [enc[m].context is not None for m in ("audio", "text", "visual")] == [False, True, False]
+    assert [enc[m].speaker is not None for m in ("audio", "text", "visual")] == [True, True, False]
+    assert enc["audio"].speaker_weight == 3.0 and enc["text"].speaker_weight == 1.0
+    assert model.backbone.gated is False

@@ -72,3 +72,18 @@ def test_case_sweep_file_runs_and_records_the_cases(tiny_data, tmp_path):
 def test_bad_cases_are_refused_naming_the_key(tiny_data, cases, axes, match):
     with pytest.raises(ConfigError, match=match):
         expand({**base_config(tiny_data), "sweep": {**axes, "cases": cases}}, source="s.yaml")
+
+
+def test_dotted_axes_reach_into_method_options_beside_a_case_option():
+    """A grid for CGGM (magnitude x lam) as dotted axes; a case may set another method option by a
+    dotted key (method_options.modulate) without clashing with the axes."""
+    from balm.experiments.sweep import expand
+
+    sw = expand({"data": "synthetic:iemocap", "method": "cggm",
+                 "sweep": {"cases": {"grad": {}, "upd": {"method_options.modulate": "update"}},
+                           "method_options.magnitude": [1.2, 1.6], "method_options.lam": [0.1, 0.3]}})
+    got = sorted((r.setting["cases"], r.config.method_options.get("modulate", "gradient"),
+                  r.config.method_options["magnitude"], r.config.method_options["lam"]) for r in sw.runs)
+    assert got == sorted((c, m, a, b) for c, m in (("grad", "gradient"), ("upd", "update"))
+                         for a in (1.2, 1.6) for b in (0.1, 0.3))
+    assert len({r.id for r in sw.runs}) == 8

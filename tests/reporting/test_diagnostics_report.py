@@ -16,7 +16,9 @@ def _run(root, name, method, used, preds, masks, targets, shapley=None):
     d.mkdir(parents=True)
     np.savez(d / "predictions.npz", targets=np.array(targets), predictions=np.eye(2)[np.array(preds)],
              modalities=np.array(used), **{f"mask_{m}": np.array(masks[m], bool) for m in used})
-    res = {"status": "finished", "task": "classification", "test": {"acc": 0.0, "wf1": 0.0},
+    res = {"schema": "balm-result/1", "status": "finished", "task": "classification", "test": {"acc": 0.0, "wf1": 0.0},
+           "dev": {"acc": 0.0, "wf1": 0.0}, "best_epoch": 0, "epochs_run": 1, "train_seconds": 0.0,
+           "realised_rates": {},
            "config": {"backbone": "lf", "method": method, "modalities": None if len(used) == 2 else used, "seed": 0},
            "dataset": {"modalities": ["audio", "text"], "used_modalities": used, "num_classes": 2},
            "files": {"predictions": "predictions.npz"}, "shapley": shapley}

@@ -15,10 +15,21 @@ def register(subparsers) -> None:
     p.add_argument("--tsne", choices=("first", "all", "none"), default="first",
                    help="t-SNE figures: first setting and seed per model (default), all settings, or none")
     p.add_argument("--no-curves", action="store_true", help="skip the KL / cosine / μ curves")
+    p.add_argument("--select", choices=("dev",), default=None,
+                   help="dev: per method and setting, the grid point (tau, rho, numeric method_options) with the "
+                   "best mean dev W-F1 over seeds, and its test scores with paired differences against none; "
+                   "writes DIR/report/select-dev.md and .csv only (test is never read to choose)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.select == "dev":
+        from balm.reporting.select import write_selection
+
+        sel = write_selection(args.dir)  # no finished run: FileNotFoundError, reported by main
+        print(sel["markdown"])
+        print(f"selection: {sel['path']}")
+        return 0
     from balm.reporting.report import make_report
 
     import sys

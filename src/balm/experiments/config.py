@@ -28,6 +28,7 @@ MODALITY_LETTERS = {"A": "audio", "V": "visual", "L": "text", "T": "text"}
 LOSSES = ("auto", "nll", "ce", "focal", "mse")
 CLASS_WEIGHTS = ("none", "balanced", "inverse")
 COEFFICIENTS = ("guarded", "raw", "floored")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 class ConfigError(BalmError):
@@ -434,8 +435,17 @@ class Config:
     epochs: int = _opt(_int(1), "training epochs", 80, "int")
     batch_size: int = _opt(_int(1), "sequences (dialogues) per training batch", 16, "int")
     eval_batch_size: Any = _opt(_int(1, optional=True), "sequences per evaluation batch; null = 4 x batch_size", None, "int | null")
-    lr: float = _opt(_float(0.0, lo_open=True), "learning rate (Adam) of backbone, FCM and unimodal heads", 3e-4, "float")
-    weight_decay: float = _opt(_float(0.0), "L2 weight decay (Adam)", 3e-5, "float")
+    optimizer: str = _opt(_choice(OPTIMIZERS, "optimizer"), "optimizer of backbone and FCM: adam, adamw (decoupled "
+                          "weight decay) or sgd (with momentum); the unimodal heads keep their own Adam", "adam", "str")
+    momentum: float = _opt(_float(0.0, 1.0, hi_open=True), "momentum of sgd (0 = plain θ ← θ − lr·g); only with "
+                           "optimizer: sgd", 0.0, "float")
+    lr: float = _opt(_float(0.0, lo_open=True), "learning rate of backbone and FCM (the optimizer's) and of the "
+                     "unimodal heads (Adam) unless head_lr is set", 3e-4, "float")
+    head_lr: Any = _opt(_float(0.0, lo_open=True, optional=True), "learning rate of the methods' unimodal heads "
+                        "(their own Adam); null = lr (set it with optimizer: sgd, whose lr suits no Adam)", None,
+                        "float | null")
+    weight_decay: float = _opt(_float(0.0), "weight decay of the optimizer (L2 for adam and sgd, decoupled for "
+                               "adamw) and of the unimodal heads", 3e-5, "float")
     tau: float = _opt(_float(0.0), "weight τ of the spatial loss L_mod (Eq. 26)", 0.3, "float")
     rho: float = _opt(_float(0.0, lo_open=True), "modulation intensity ρ (Eq. 21)", 1.4, "float")
     d_global: Any = _opt(_int(1, optional=True, hi=MAX_WIDTH), f"FCM global width (at most {MAX_WIDTH}); null = (Σ d_m) / 4",
@@ -497,6 +507,9 @@ class Config:
     def _check_cross(self) -> None:
         check_backbone_options(self.backbone, self.backbone_options)
         check_method_options(self.method, self.method_options)
+        if self.momentum and self.optimizer != "sgd":
+            raise ConfigError(f"momentum applies to optimizer: sgd only (optimizer is {self.optimizer!r}); "
+                              "leave it at 0", key="momentum")
         if self.modulation_end is not None and self.modulation_end <= self.modulation_start:
             raise ConfigError(f"must be > modulation_start ({self.modulation_start}), got {self.modulation_end}",
                               key="modulation_end")

@@ -89,7 +89,8 @@ def model_meta(data: PreparedData) -> dict:
 def shared_options(cfg: Config) -> dict:
     """The config's top-level method settings, offered to every method (each takes those it has)."""
     return dict(d_global=cfg.d_global, rho=cfg.rho, tau=cfg.tau, noise=cfg.noise, missing_aware=cfg.missing_aware,
-                coefficients=cfg.coefficients, delta_mode=cfg.delta_mode, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                coefficients=cfg.coefficients, delta_mode=cfg.delta_mode,
+                lr=cfg.lr if cfg.head_lr is None else cfg.head_lr, weight_decay=cfg.weight_decay,
                 start_epoch=cfg.modulation_start, end_epoch=cfg.modulation_end)
 
 

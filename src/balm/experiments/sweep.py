@@ -118,7 +118,7 @@ def _axis_values(key: str, value: Any, source: str | None) -> list:
 _ABBREV = {"rates": "r", "seed": "s", "modalities": "m", "tau": "tau", "rho": "rho", "data": "", "backbone": "", "method": "",
            "cases": ""}
 
-_CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]*")  # FORM@POINT: a grid point of FORM (--select dev)
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -135,7 +135,7 @@ def _cases(value: Any, valid: tuple[str, ...], source: str | None) -> dict[str, 
     out = {}
     for name, overrides in value.items():
         if not isinstance(name, str) or not _CASE_NAME.fullmatch(name):
-            raise ConfigError(f"a case name must be a string of letters, digits and . _ + - (starting with a letter "
+            raise ConfigError(f"a case name must be a string of letters, digits and . _ + - @ (starting with a letter "
                               f"or digit), got {name!r}", key=f"sweep.{CASES}", source=source)
         if overrides is None:
             overrides = {}

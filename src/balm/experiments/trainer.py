@@ -50,6 +50,7 @@ from .evaluation import batches, evaluate_split, tsne_sample
 from balm.io import atomic_write_json
 from .losses import class_weight_tensor, make_loss
 from .model import build_model, model_meta, resolve_device, save_checkpoint
+from .optim import make_optimizer
 from .prepare import prepare_data
 from .runfolder import check_target, finish, open_work_dir, write_last
 from .runlog import RunLog, encoder_grad_norms, run_result, write_predictions, write_tsne
@@ -111,7 +112,7 @@ def train(
 
     train_split, dev_split, test_split = ds["train"], ds["dev"], ds["test"]
     loss_fn = make_loss(cfg, ds.task, class_weight_tensor(cfg, train_split, ds.num_classes))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, model.parameters())
     rng = np.random.default_rng(cfg.seed)
     eval_bs = cfg.effective_eval_batch_size
 
