@@ -21,7 +21,7 @@ REG = {  # (variant, seed) -> test metrics of a regression run
 def _sweep(root, regression=True):
     for (variant, seed), extra in REG.items():
         run_id = f"{variant}_s{seed}"
-        cfg = {"variant": variant, "seed": seed, "rates": {"audio": 0.5, "text": 0.7, "visual": 0.3}}
+        cfg = {"method": variant, "seed": seed, "rates": {"audio": 0.5, "text": 0.7, "visual": 0.3}}
         write_run(root, run_id, cfg, acc=0.7 + seed / 100, wf1=0.69 + seed / 100)
         if regression:
             path = root / "runs" / run_id / "result.json"
