@@ -161,9 +161,9 @@ def modulation_curves(step_files: Sequence[Path], out: Path, title: str,
             if stat == "dev_wf1":
                 y = _series(epochs, stat)
                 if y is not None:
-                    ax.plot(np.arange(1, y.size + 1), 100 * y, style, marker="o", color="k" if who == "method" else "0.5",
+                    ax.plot(np.arange(y.size), 100 * y, style, marker="o", color="k" if who == "method" else "0.5",
                             label=tag)
-                ax.set_xlabel("epoch")
+                ax.set_xlabel("epoch (from 0)")
                 _integer_epochs(ax)
                 continue
             v = _series(steps, stat)
@@ -183,11 +183,7 @@ def modulation_curves(step_files: Sequence[Path], out: Path, title: str,
     plain = f", plain model: mean of {len(plain_files)} run(s)" if plain_files else ", no plain-model run in this setting"
     fig.suptitle(f"{title}  (mean of {len(step_files)} run(s){plain}; lines: moving average over {k} step(s), "
                  f"bands: raw min–max in the window)", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def tsne_embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -377,10 +373,15 @@ def lemma1_figure(points: list[dict], fits: list[dict], model: str, out: Path) -
     ax.set_title(f"Lemma 1 — {model}{note}", fontsize=10 if not unfitted else 8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def _save(fig, out: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close ``fig``; returns ``out``."""
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    fig.savefig(out, dpi=dpi)
+    _plt().close(fig)
     return out
 
 
@@ -404,20 +405,16 @@ def head_accuracy_figure(runs, out: Path, title: str) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     cmap = plt.get_cmap("tab10")
     for i, (m, a) in enumerate(curves.items()):
-        x = np.arange(1, a.shape[1] + 1)
+        x = np.arange(a.shape[1])  # epochs from 0, as everywhere
         ax.plot(x, 100 * np.nanmean(a, 0), marker="o", color=cmap(i), label=m)
         if a.shape[0] > 1:
             ax.fill_between(x, 100 * np.nanmin(a, 0), 100 * np.nanmax(a, 0), color=cmap(i), alpha=0.15, lw=0)
     n = next(iter(curves.values())).shape[0]
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epoch (from 0)")
     _integer_epochs(ax)
     ax.set_ylabel("unimodal head accuracy on dev (%)")
     ax.set_title(f"{title}\nmean of {n} run(s) over all settings, band: min–max over runs;\n"
                  "accuracy on the dev utterances where the modality is present", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
