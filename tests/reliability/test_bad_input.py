@@ -234,3 +234,36 @@ def test_raw_speaker_ids_are_renumbered(tmp_path):
     got = np.concatenate([sp.speakers for sp in ds.splits.values()])
     assert sorted(set(got.tolist())) == [0, 1, 2]  # 997 -> 0, 1000 -> 1, 1003 -> 2
     assert got.tolist() == [1, 2, 1, 2, 2, 0]
+
+
+@pytest.mark.parametrize("code, text", [(28, "No space left on device"), (30, "Read-only file system")])
+def test_full_or_read_only_disk_is_one_line_and_keeps_the_earlier_run(tiny_data, tmp_path, capsys, monkeypatch,
+                                                                       code, text):
+    """ENOSPC / EROFS when the result is written (root ignores permissions, so the failure is
+    injected where a full or read-only disk would raise it): one line, exit 2, the finished run in
+    DIR byte-identical."""
+    import balm.experiments.trainer as T
+
+    cfg = write_yaml(tmp_path / "c.yaml", base_config(tiny_data, epochs=1))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    def full(path, obj):
+        raise OSError(code, text, str(path))
+
+    monkeypatch.setattr(T, "atomic_write_json", full)
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet", "--overwrite"]) == 2
+    _one_line_error(capsys.readouterr().err, text, "result.json")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_bad_backbone_options_type_is_one_line(tiny_data, tmp_path, capsys):
+    cfg = write_yaml(tmp_path / "c.yaml", base_config(tiny_data, epochs=1))
+    assert main(["train", "--config", str(cfg), "--set", "backbone_options=3", "--out", str(tmp_path / "a")]) == 2
+    _one_line_error(capsys.readouterr().err, "backbone_options", "mapping")
+    assert main(["train", "--config", str(cfg), "--set", "backbone_options.hidden=wide",
+                 "--out", str(tmp_path / "b")]) == 2
+    _one_line_error(capsys.readouterr().err, "backbone_options")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -111,17 +111,24 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
         backbone = build_backbone(cfg.backbone, dims, out_dim, **kw).to(device)
     except BackboneContractError as exc:
         raise ConfigError(exc.detail, key="backbone") from None
-    parts = build_method(
-        cfg.method,
-        dims=dims,
-        encoders=backbone.encoders,
-        embed_dims=backbone.embed_dims,
-        fusion_head=backbone.fusion_head,
-        task=task,
-        num_classes=meta["num_classes"] if task == "classification" else None,
-        shared=shared_options(cfg),
-        **cfg.method_options,
-    )
+    except (ValueError, TypeError) as exc:  # an option value the constructor rejects
+        raise ConfigError(f"cannot build {cfg.backbone} for modalities {list(dims)} with backbone_options "
+                          f"{dict(cfg.backbone_options)}: {exc}", key="backbone_options") from None
+    try:
+        parts = build_method(
+            cfg.method,
+            dims=dims,
+            encoders=backbone.encoders,
+            embed_dims=backbone.embed_dims,
+            fusion_head=backbone.fusion_head,
+            task=task,
+            num_classes=meta["num_classes"] if task == "classification" else None,
+            shared=shared_options(cfg),
+            **cfg.method_options,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot build {cfg.backbone} + {cfg.method} for modalities {list(dims)}: {exc}",
+                          key="method_options" if cfg.method_options else "method") from None
     inputs = parts.input_module.to(device) if parts.input_module is not None else None
     rebalancer = parts.rebalancer.to(device) if parts.rebalancer is not None else None
     return BalmModel(backbone, inputs), rebalancer
