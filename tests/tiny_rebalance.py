@@ -1,5 +1,6 @@
 """A tiny user model and one backward pass, shared by the baseline rebalancers' tests."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,3 +45,20 @@ def backward(model, rb, x, y, task="classification"):
         loss = F.mse_loss(pred, y)
     (loss + rb.alignment_loss()).backward()
     return pred, z
+
+
+def make_batch(dims, n_seq=6, length=6, task="classification", seed=0):
+    """Dialogues whose label is decodable from the 'text' features, with random missing entries."""
+    from balm.data.batch import collate
+    from balm.data.dataset import Split
+
+    rng = np.random.default_rng(seed)
+    n = n_seq * length
+    feats = {m: rng.normal(size=(n, d)).astype(np.float32) for m, d in dims.items()}
+    score = feats["text"][:, 0] + 0.5 * feats["audio"][:, 1]
+    labels = (score > 0).astype(np.int64) + (score > 1).astype(np.int64) if task == "classification" else score.astype(np.float32)
+    mask = rng.random((n, len(dims))) > 0.2
+    mask[:, list(dims).index("text")] = True
+    split = Split(name="train", features=feats, labels=labels, speakers=np.zeros(n, np.int64),
+                  lengths=np.full(n_seq, length, np.int64), sequence_ids=[f"d{i}" for i in range(n_seq)], mask=mask)
+    return collate(split, range(n_seq))

@@ -9,8 +9,8 @@ from torch import nn
 from balm.backbones.late_fusion import LateFusion
 from balm.baselines.ada2i import Ada2I, AdaptiveFeatureWeighting, AFWLayer, contract, interaction_factors, summary_matrix
 from balm.methods import build_method
-from balm.data.batch import Batch, collate
-from balm.data.dataset import Split
+from balm.data.batch import Batch
+from tiny_rebalance import make_batch
 
 DIMS = {"audio": 5, "text": 7, "visual": 3, "extra": 4}
 EMB = 6
@@ -233,17 +233,6 @@ def test_factory_rejects_unknown_options():
 # ---------------------------------------------------------------- training
 
 
-def make_batch(dims, n_seq=6, length=6, task="classification", seed=0):
-    rng = np.random.default_rng(seed)
-    n = n_seq * length
-    feats = {m: rng.normal(size=(n, d)).astype(np.float32) for m, d in dims.items()}
-    score = feats["text"][:, 0] + 0.5 * feats["audio"][:, 1]
-    labels = (score > 0).astype(np.int64) + (score > 1).astype(np.int64) if task == "classification" else score.astype(np.float32)
-    mask = rng.random((n, len(dims))) > 0.2
-    mask[:, list(dims).index("text")] = True
-    split = Split(name="train", features=feats, labels=labels, speakers=np.zeros(n, np.int64),
-                  lengths=np.full(n_seq, length, np.int64), sequence_ids=[f"d{i}" for i in range(n_seq)], mask=mask)
-    return collate(split, range(n_seq))
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])

@@ -9,9 +9,7 @@ from sklearn.metrics import accuracy_score
 from balm.backbones.late_fusion import LateFusion
 from balm.methods import build_method
 from balm.baselines.cggm import CGGM, balancing_terms, direction_loss, head_metric
-from balm.data.batch import collate
-from balm.data.dataset import Split
-from tiny_rebalance import backward, make_setup
+from tiny_rebalance import make_batch, backward, make_setup
 
 def setup(M=3, task="classification", C=4, N=16, seed=0, **kw):
     return make_setup(CGGM, M, task, C, N, seed, **kw)
@@ -170,17 +168,6 @@ def test_loss_metric_starts_without_change():
 # ---------------------------------------------------------------- training
 
 
-def make_batch(dims, n_seq=6, length=6, task="classification", seed=0):
-    rng = np.random.default_rng(seed)
-    n = n_seq * length
-    feats = {m: rng.normal(size=(n, d)).astype(np.float32) for m, d in dims.items()}
-    score = feats["text"][:, 0] + 0.5 * feats["audio"][:, 1]
-    labels = (score > 0).astype(np.int64) + (score > 1).astype(np.int64) if task == "classification" else score.astype(np.float32)
-    mask = rng.random((n, len(dims))) > 0.2
-    mask[:, list(dims).index("text")] = True
-    split = Split(name="train", features=feats, labels=labels, speakers=np.zeros(n, np.int64),
-                  lengths=np.full(n_seq, length, np.int64), sequence_ids=[f"d{i}" for i in range(n_seq)], mask=mask)
-    return collate(split, range(n_seq))
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])

@@ -10,9 +10,7 @@ from torch import nn
 from balm.backbones.late_fusion import LateFusion
 from balm.methods import build_method
 from balm.baselines.ogm_ge import OGMGE, disparity_ratios, ogm_coefficients, split_logits, true_class_confidence
-from balm.data.batch import collate
-from balm.data.dataset import Split
-from tiny_rebalance import EMB, backward, make_setup
+from tiny_rebalance import make_batch, EMB, backward, make_setup
 
 def setup(M=3, task="classification", C=4, N=12, seed=0, **kw):
     return make_setup(OGMGE, M, task, C, N, seed, **kw)
@@ -177,18 +175,6 @@ def test_bad_input_is_named():
 # ---------------------------------------------------------------- training
 
 
-def make_batch(dims, n_seq=6, length=6, task="classification", seed=0):
-    """Dialogues whose label is decodable from the 'text' features, with random missing entries."""
-    rng = np.random.default_rng(seed)
-    n = n_seq * length
-    feats = {m: rng.normal(size=(n, d)).astype(np.float32) for m, d in dims.items()}
-    score = feats["text"][:, 0] + 0.5 * feats["audio"][:, 1]
-    labels = (score > 0).astype(np.int64) + (score > 1).astype(np.int64) if task == "classification" else score.astype(np.float32)
-    mask = rng.random((n, len(dims))) > 0.2
-    mask[:, list(dims).index("text")] = True
-    split = Split(name="train", features=feats, labels=labels, speakers=np.zeros(n, np.int64),
-                  lengths=np.full(n_seq, length, np.int64), sequence_ids=[f"d{i}" for i in range(n_seq)], mask=mask)
-    return collate(split, range(n_seq))
 
 
 def train_steps(name, task="classification", steps=25, **options):
