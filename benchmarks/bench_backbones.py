@@ -13,6 +13,15 @@ the machine may be shared. Peak memory is measured per configuration in a fresh 
     python benchmarks/bench_backbones.py                 # all backbones, a few minutes on 2 cores
     python benchmarks/bench_backbones.py --quick         # 3 batches per timing, 1 repeat
     python benchmarks/bench_backbones.py --backbones mmgcn --epochs 2 --repeats 5
+
+``--compare NAME`` instead times one speed change (benchmarks/_changes.py: the library's code
+against the code it replaced, or against a candidate that was not taken) side by side: the real
+``train()`` of a config on its synthetic data set, both ways interleaved over ``--repeats``, and
+prints the CPU seconds per epoch of each, their ratio, and whether the two ways' results (every
+epoch's dev metrics and the test metrics) are identical:
+
+    python benchmarks/bench_backbones.py --compare eval-one-pass --repeats 5
+    python benchmarks/bench_backbones.py --compare list
 """
 
 from __future__ import annotations
@@ -272,6 +281,57 @@ def measure_memory(cfg, args):
     raise RuntimeError(f"memory run for {cfg.key()} failed:\n{res.stderr[-2000:]}")
 
 
+# ---------------------------------------------------------------------------- --compare
+def compare(args) -> None:
+    """Time change ``args.compare`` both ways, interleaved; print the per-epoch CPU ratio."""
+    sys.path.insert(0, str(HERE))
+    from _changes import CHANGES
+
+    from balm.experiments.config import load_config
+    from balm.experiments.trainer import train
+
+    if args.compare == "list" or args.compare not in CHANGES:
+        if args.compare != "list":
+            print(f"unknown change {args.compare!r}")
+        for name, ch in CHANGES.items():
+            print(f"  {name:<16} {'taken' if ch.taken else 'candidate'}: {ch.about} ({ch.a} / {ch.b}; {ch.config})")
+        return
+    ch = CHANGES[args.compare]
+    path = args.config or str(HERE.parent / ch.config)
+    like = "mosei" if "mosei" in path else "iemocap"
+    cfg = load_config(path, [f"data=synthetic:{like}", f"epochs={args.compare_epochs}", f"threads={args.threads}",
+                             "tsne_samples=0", "early_stopping=0"] + list(args.set or []))
+    torch.set_num_threads(args.threads)
+    ways = {ch.a: ch.way_a, ch.b: ch.way_b}
+    per_epoch, results = {k: [] for k in ways}, {}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for name in (list(ways) if rep % 2 == 0 else list(ways)[::-1]):
+                marks = []
+                print(f"  repeat {rep + 1}/{args.repeats}: {name}", file=sys.stderr, flush=True)
+                with ways[name]():
+                    res = train(cfg, Path(tmp) / "run", quiet=True, overwrite=True,
+                                after_epoch=lambda e: marks.append(time.process_time()))
+                per_epoch[name] += [b - a for a, b in zip(marks, marks[1:])]  # the first epoch is not timed
+                results[name] = (res["history"], res.get("test"))
+    a, b = list(ways)
+    ma, mb = float(np.median(per_epoch[a])), float(np.median(per_epoch[b]))
+    print(f"{args.compare}: {ch.about}\nconfig {path} on synthetic:{like}, {args.compare_epochs} epochs x "
+          f"{args.repeats} repeats per way, torch threads {args.threads}; median CPU s per epoch (epochs after the first)")
+    for k, m in ((a, ma), (b, mb)):
+        v = per_epoch[k]
+        print(f"  {k:<12} {m:7.3f}  [{min(v):.3f}-{max(v):.3f}] over {len(v)} epochs")
+    print(f"ratio {b} / {a}: {mb / ma:.3f}")
+    same = results[a] == results[b]
+    print(f"results identical (every epoch's dev metrics, test metrics): {'yes' if same else 'NO'}")
+    if not same:
+        da = [h["dev_wf1"] for h in results[a][0]]
+        db = [h["dev_wf1"] for h in results[b][0]]
+        print(f"  dev W-F1 per epoch: {a} {np.round(da, 4).tolist()}  {b} {np.round(db, 4).tolist()}")
+
+
 # ---------------------------------------------------------------------------- main
 def profile_epoch(tr, args, top=15):
     """Per-phase CPU seconds of one epoch, then torch.profiler's top operators of another."""
@@ -316,8 +376,14 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--compare", metavar="NAME", help="time one speed change both ways (list: show them)")
+    p.add_argument("--config", help="--compare: the config (default: the change's own)")
+    p.add_argument("--set", action="append", help="--compare: a config override KEY=VALUE (repeatable)")
+    p.add_argument("--compare-epochs", type=int, default=4, help="--compare: epochs per run (the first is not timed)")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.compare:
+        return compare(args)
     unknown = [b for b in args.backbones if b not in BACKBONES]
     if unknown:
         p.error(f"unknown backbone(s) {unknown}; choose from {sorted(BACKBONES)}")

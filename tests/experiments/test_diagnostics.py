@@ -145,3 +145,33 @@ def test_head_accuracy_against_a_plain_loop(tiny_data):
         assert acc[m] == pytest.approx(float((pred == split.labels[keep]).mean()), abs=1e-12)
     assert DG.head_accuracy(_Model(), None, split, meta, 4, torch.device("cpu")) is None
     assert DG.head_accuracy(_Model(), nn.Module(), split, meta, 4, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("method,task", [("balm", "classification"), ("balm", "regression"), ("none", "classification")])
+def test_one_pass_dev_evaluation_equals_the_two_separate_passes(tmp_path, method, task):
+    """evaluate_with_heads (the trainer's per-epoch dev evaluation) gives exactly the metrics of
+    evaluate_split and the head accuracies of head_accuracy, on a model whose heads have been trained."""
+    from balm.experiments.config import Config
+    from balm.experiments.evaluation import evaluate_split
+    from balm.experiments.model import build_model, model_meta
+    from balm.experiments.prepare import prepare_data
+    from exp_helpers import base_config, tiny_dir
+
+    cfg = Config.from_dict(base_config(tiny_dir(tmp_path, task), method=method, epochs=1, seed=2))
+    data = prepare_data(cfg)
+    meta, dev, cpu = model_meta(data), data.dataset["dev"], torch.device("cpu")
+    torch.manual_seed(0)
+    model, reb = build_model(cfg, meta, cpu)
+    if reb is not None:  # one head step so that the heads are not at their initialisation
+        batch = collate(data.dataset["train"], np.arange(4))
+        out = model(batch)
+        out.prediction.float().square().mean().backward()
+        reb.rebalance_(out.embeddings, out.prediction.detach(), batch.targets, batch.flat_masks())
+    model.train()
+    metrics, heads = DG.evaluate_with_heads(model, reb, dev, meta, 3, cpu)
+    assert model.training is False and (reb is None or reb.training)
+    assert metrics == evaluate_split(model, dev, meta, 3, cpu)
+    assert heads == DG.head_accuracy(model, reb, dev, meta, 3, cpu)
+    assert (heads is None) == (method == "none")
+    if heads is not None:
+        assert set(heads) == set(data.modalities) and all(0.0 <= a <= 1.0 for a in heads.values())

