@@ -109,7 +109,17 @@ def _split_direction_gru():
     return swapped({mmdfn: {"run_packed": split_run, "run_by_speaker": by_speaker}})
 
 
+@contextlib.contextmanager
+def _all_before():
+    """Every taken change undone at once: the code as it was before them."""
+    with _two_pass_dev(), _where_calibrate(), _checkpoint_ratio(10.0):
+        yield
+
+
 CHANGES = {
+    "all-taken": Change(
+        "every taken change below together (eval-one-pass, fcm-masked-fill, checkpoint-ratio)",
+        "before", "after", _all_before, contextlib.nullcontext, taken=True),
     "eval-one-pass": Change(
         "dev predictions and the unimodal heads' dev accuracy from one forward pass per epoch",
         "two passes", "one pass", _two_pass_dev, contextlib.nullcontext, taken=True),

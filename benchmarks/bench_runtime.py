@@ -16,7 +16,7 @@ Hyper-parameters: ``configs/<set>/<backbone>.yaml`` where it exists; SDR-GNN and
 their case of ``configs/<set>/table1x.yaml``; late fusion takes ``mmgcn.yaml`` with
 ``backbone: late_fusion``. ``method: none`` gives the plain backbone.
 
-    python benchmarks/bench_runtime.py --out runtime.json           # about 30 min on 2 cores
+    python benchmarks/bench_runtime.py --out runtime.json           # about 20 min of CPU time
     python benchmarks/bench_runtime.py --sets iemocap --backbones mmgcn mmdfn --epochs 3
     python benchmarks/bench_runtime.py --sweeps runtime.json          # sweep estimates only
     python benchmarks/bench_runtime.py --variants --out imr.json      # seconds per run of each
@@ -123,7 +123,7 @@ def table(rows: list[dict]) -> str:
 def run_seconds(cfg, measured: dict[str, dict]) -> tuple[float, str] | None:
     """Estimated seconds of one run: the measured (set, backbone, plain|BALM) figures, the run's epochs."""
     data_set = "mosei" if "mosei" in str(cfg.data) else "iemocap"
-    plain = cfg.method in ("none", "fcm-only")
+    plain = cfg.method == "none"  # every other method at BALM's cost (fcm-only is cheaper, baselines similar)
     key = f"{data_set}:{cfg.backbone}:{'none' if plain else 'balm'}"
     r = measured.get(key)
     if r is None:
