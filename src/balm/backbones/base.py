@@ -26,6 +26,15 @@ class BackboneOutput:
     aux_loss: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a backbone's training schedule: ``epochs`` / ``lr`` None take the config's."""
+
+    name: str
+    epochs: int | None = None
+    lr: float | None = None
+
+
 class Backbone(nn.Module):
     """Base class of balm's backbones.
 
@@ -41,3 +50,10 @@ class Backbone(nn.Module):
     @property
     def embed_dims(self) -> dict[str, int]:
         raise NotImplementedError
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The training schedule, in order (one stage ``train`` unless a backbone has several)."""
+        return (Stage("train"),)
+
+    def set_stage(self, name: str) -> None:
+        """Switch to stage ``name`` (freeze what it must not train); a no-op for one-stage models."""
