@@ -3,8 +3,11 @@ visible-set sampler, imagination targets only where observed (against a loop), s
 and the teacher, training lowers the loss, the parameter count."""
 
 import itertools
+import json
 import math
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -341,3 +344,102 @@ def test_parameter_count_with_iemocap_dims():
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == enc + 2 * cra + cls
     shared = MMIN(dims, 6, share_weight=True)
     assert n(shared) == 2 * enc + cra + cls + pre
+
+
+# ----- through the trainer (balm train) -----------------------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+from exp_helpers import base_config, tiny_dir, write_yaml  # noqa: E402
+
+TRAIN_OPTIONS = {"embed_dim": 8, "ae_layers": [16, 8], "n_blocks": 2, "cls_layers": [16, 16], "pretrain_epochs": 3,
+                 "pretrain_lr": 0.01, "train_lr": 0.003}
+
+
+def mmin_config(data, **kw):
+    return base_config(data, backbone="mmin", backbone_options=TRAIN_OPTIONS, epochs=2, early_stopping=0, seed=3, **kw)
+
+
+def test_balm_train_runs_both_stages_and_selects_each_on_dev(tmp_path):
+    from balm.cli.main import main
+
+    data = tiny_dir(tmp_path, "classification")
+    cfg = write_yaml(tmp_path / "mmin.yaml", mmin_config(data))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    res = json.loads((tmp_path / "run" / "result.json").read_text())
+    st = res["stages"]
+    assert [s["name"] for s in st] == ["pretrain", "train"] and [s["epochs"] for s in st] == [3, 2]
+    assert [h["stage"] for h in res["history"]] == ["pretrain"] * 3 + ["train"] * 2
+    for s, lo, hi in ((st[0], 0, 3), (st[1], 3, 5)):
+        wf1 = [h["dev_wf1"] for h in res["history"][lo:hi]]
+        assert s["best_epoch"] == lo + int(np.argmax(wf1)) and s["dev"]["wf1"] == pytest.approx(max(wf1))
+    assert res["best_epoch"] == st[1]["best_epoch"]
+    lines = [json.loads(x) for x in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert [x["stage"] for x in lines if x["kind"] == "epoch"] == ["pretrain"] * 3 + ["train"] * 2
+
+
+def test_stage_choices_do_not_depend_on_test_labels(tmp_path):
+    from balm.data.native import load_dataset
+    from balm.experiments.config import Config
+    from balm.experiments.trainer import train
+
+    data = tiny_dir(tmp_path, "classification")
+    cfg = Config.from_dict(mmin_config(data))
+    a = train(cfg, tmp_path / "a", quiet=True)
+    ds = load_dataset(data)
+    ds["test"].labels[:] = (ds["test"].labels + 1) % ds.num_classes
+    b = train(cfg, tmp_path / "b", dataset=ds, quiet=True)
+    strip = lambda r: [{k: v for k, v in s.items() if k != "seconds"} for s in r["stages"]]  # noqa: E731
+    assert strip(a) == strip(b) and a["history"] == b["history"]
+    assert a["test"]["wf1"] != b["test"]["wf1"]
+
+
+def test_balm_train_regression_and_method_must_be_none(tmp_path):
+    from balm.experiments.config import Config, ConfigError
+    from balm.experiments.trainer import train
+
+    data = tiny_dir(tmp_path, "regression")
+    res = train(Config.from_dict(mmin_config(data, rates=None)), tmp_path / "run", quiet=True)
+    assert [s["name"] for s in res["stages"]] == ["pretrain", "train"] and res["task"] == "regression"
+    with pytest.raises(ConfigError) as err:
+        train(Config.from_dict(mmin_config(data, rates=None, method="balm")), tmp_path / "bad", quiet=True)
+    assert err.value.key == "method"
+
+
+def test_the_teacher_is_the_best_pretrain_state_and_survives_a_resume(tmp_path, monkeypatch):
+    from balm.experiments import trainer as trainer_mod
+    from balm.experiments.config import Config
+
+    seen, states = {}, {}
+    real = trainer_mod.build_model
+
+    def build(*a, **kw):
+        seen["model"], rb = real(*a, **kw)
+        return seen["model"], rb
+
+    monkeypatch.setattr(trainer_mod, "build_model", build)
+
+    def keep(epoch):
+        states[epoch] = {k: v.clone() for k, v in seen["model"].backbone.encoders.state_dict().items()}
+
+    data = tiny_dir(tmp_path, "classification")
+    cfg = Config.from_dict(mmin_config(data))
+    whole = trainer_mod.train(cfg, tmp_path / "whole", quiet=True, after_epoch=keep)
+    best = states[whole["stages"][0]["best_epoch"]]
+    teacher = seen["model"].backbone.teacher.state_dict()
+    assert set(teacher) == set(best) and all(torch.equal(teacher[k], best[k]) for k in best)
+    assert not all(torch.equal(states[4][k], best[k]) for k in best)  # the student moved on
+
+    class Stop(Exception):
+        pass
+
+    def kill(epoch):
+        if epoch == 3:  # the first epoch of stage "train"
+            raise Stop
+
+    monkeypatch.setattr(trainer_mod, "CHECKPOINT_RATIO", 0.0)  # a resume checkpoint after every epoch
+    with pytest.raises(Stop):
+        trainer_mod.train(cfg, tmp_path / "cut", quiet=True, after_epoch=kill)
+    resumed = trainer_mod.train(cfg, tmp_path / "cut", quiet=True, resume=True)
+    assert resumed["test"] == whole["test"] and resumed["history"] == whole["history"]
+    teacher_after = seen["model"].backbone.teacher.state_dict()
+    assert all(torch.equal(teacher_after[k], best[k]) for k in best)
