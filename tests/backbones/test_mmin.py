@@ -232,7 +232,8 @@ def test_stages_freezing_and_the_teacher():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(ae_layers="256,x"), "ae_layers"), (dict(cls_layers=[]), "cls_layers"), (dict(pretrain_epochs=-1), "pretrain_epochs"),
+    (dict(ae_layers="256,x"), "ae_layers"), (dict(cls_layers=[]), "cls_layers"),
+    (dict(pretrain_epochs=-1), "pretrain_epochs"),
     (dict(dropout=1.0), "dropout"), (dict(pretrain_lr=0.0), "pretrain_lr"), (dict(mse_weight=-1.0), "mse_weight"),
 ])
 def test_bad_options_are_rejected(bad, match):
@@ -291,7 +292,8 @@ def test_both_stages_lower_their_loss(task, out_dim):
         with torch.no_grad():
             for b in batches:
                 out = model(b)
-                total += float(task_loss(out.prediction, b.targets, out_dim)) + (float(out.aux_loss) if out.aux_loss is not None else 0.0)
+                total += float(task_loss(out.prediction, b.targets, out_dim))
+                total += 0.0 if out.aux_loss is None else float(out.aux_loss)
         return total / 2
 
     for stage in ("pretrain", "train"):

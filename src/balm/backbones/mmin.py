@@ -164,7 +164,8 @@ class MMIN(Backbone):
             raise ValueError(f"MMIN needs at least two modalities, got {list(dims)}")
         if out_dim < 1 or embed_dim < 1 or n_blocks < 1:
             raise ValueError("out_dim, embed_dim and n_blocks must be >= 1")
-        for name, p in (("encoder_dropout", encoder_dropout), ("dropout", dropout), ("pretrain_dropout", pretrain_dropout)):
+        rates = {"encoder_dropout": encoder_dropout, "dropout": dropout, "pretrain_dropout": pretrain_dropout}
+        for name, p in rates.items():
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
         if mse_weight < 0 or cycle_weight < 0:
@@ -185,7 +186,8 @@ class MMIN(Backbone):
         self.pretrain_epochs, self.pretrain_lr, self.train_lr = pretrain_epochs, pretrain_lr, train_lr
 
         def encoder(d):
-            return nn.Sequential(nn.Linear(d, embed_dim), nn.ReLU(), *([nn.Dropout(encoder_dropout)] if encoder_dropout else []))
+            drop = [nn.Dropout(encoder_dropout)] if encoder_dropout else []
+            return nn.Sequential(nn.Linear(d, embed_dim), nn.ReLU(), *drop)
 
         self.encoders = nn.ModuleDict({m: encoder(d) for m, d in dims.items()})
         width = embed_dim * len(dims)
@@ -248,7 +250,9 @@ class MMIN(Backbone):
             out.append(torch.where(k, encoders[m](torch.where(k, x[m], 0.0)), 0.0))
         return out
 
-    def imagination_targets(self, x: dict[str, torch.Tensor], observed: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    def imagination_targets(
+        self, x: dict[str, torch.Tensor], observed: torch.Tensor, visible: torch.Tensor
+    ) -> torch.Tensor:
         """t = [1[m ∈ O \\ V] ψ^m(x^m)]_m, (N, M d): the teacher's encoding of the hidden modalities,
         zero in the visible slots; slots of missing modalities are zero and carry no loss."""
         with torch.no_grad():
