@@ -377,6 +377,15 @@ def test_balm_train_runs_both_stages_and_selects_each_on_dev(tmp_path):
     assert res["best_epoch"] == st[1]["best_epoch"]
     lines = [json.loads(x) for x in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert [x["stage"] for x in lines if x["kind"] == "epoch"] == ["pretrain"] * 3 + ["train"] * 2
+    # the checkpoint, loaded into a fresh model (stage "train"), reproduces the run's test metrics
+    from balm.experiments.evaluation import evaluate_split
+    from balm.experiments.model import load_checkpoint
+    from balm.experiments.prepare import prepare_data
+
+    model = load_checkpoint(tmp_path / "run" / "checkpoint.pt", device="cpu")
+    assert model.backbone.stage == "train" and bool(model.backbone.teacher_ready)
+    test = evaluate_split(model, prepare_data(model.config).dataset["test"], model.meta, 64, torch.device("cpu"))
+    assert test["acc"] == res["test"]["acc"] and test["wf1"] == res["test"]["wf1"]
 
 
 def test_stage_choices_do_not_depend_on_test_labels(tmp_path):
