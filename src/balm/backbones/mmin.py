@@ -276,7 +276,7 @@ class MMIN(Backbone):
             d = self._embed_dim
             target = self.imagination_targets(x, observed, visible)
             known = observed.repeat_interleave(d, -1)
-            fwd = ((imagined - target) ** 2 * known).sum() / (known.sum() * 1.0).clamp_min(1.0)
+            fwd = ((imagined - target) ** 2 * known).sum() / known.sum().clamp_min(1)
             cycle = ((self.cra_back(imagined)[0] - h.detach()) ** 2).mean()
             aux = self.mse_weight * fwd + self.cycle_weight * cycle
         return self._output(fused, z, aux)
