@@ -26,6 +26,19 @@ class BackboneOutput:
     aux_loss: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a backbone's training schedule.
+
+    name: "pretrain", "experts", "train", ...; epochs: None = the config's ``epochs``;
+    lr: None = the config's ``lr``.
+    """
+
+    name: str
+    epochs: int | None = None
+    lr: float | None = None
+
+
 class Backbone(nn.Module):
     """Base class of balm's backbones.
 
@@ -41,3 +54,10 @@ class Backbone(nn.Module):
     @property
     def embed_dims(self) -> dict[str, int]:
         raise NotImplementedError
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The training schedule: one stage "train" unless a backbone has several."""
+        return (Stage("train"),)
+
+    def set_stage(self, name: str) -> None:
+        """Enter stage ``name`` (freeze what the stage must not train); a no-op by default."""

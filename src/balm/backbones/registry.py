@@ -19,6 +19,8 @@ BACKBONES = {
     "gcnet": "balm.backbones.gcnet:GCNet",
     "sdrgnn": "balm.backbones.sdrgnn:SDRGNN",
     "micga": "balm.backbones.micga:MiCGA",
+    "momke": "balm.backbones.momke:MoMKE",
+    "redcore": "balm.backbones.redcore:RedCore",
 }
 
 
