@@ -11,6 +11,7 @@ from balm.backbones.momke import ExpertLayer, MoMKE
 from balm.backbones.registry import build_backbone
 from backbone_batches import random_batch
 from tiny_rebalance import make_batch
+from tiny_runs import balm_train, stage_choices, tiny_data, with_other_test_labels
 
 DIMS3 = {"audio": 7, "text": 5, "visual": 4}
 SMALL = dict(hidden=8, depth=2, num_heads=2, dropout=0.0)
@@ -230,3 +231,28 @@ def test_both_stages_lower_the_loss(task):
             opt.step()
             losses.append(loss.item())
         assert sum(losses[-6:]) / 6 < 0.6 * sum(losses[:6]) / 6, (stage, losses[:6], losses[-6:])
+
+
+RUN = dict(hidden=8, depth=1, num_heads=2, experts_epochs=2)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_balm_train_records_both_stages(tmp_path, task):
+    data = tiny_data(tmp_path, task)
+    res = balm_train(tmp_path, "run", data, "momke", RUN, **({} if task == "classification" else {"rates": None}))
+    st = res["stages"]
+    assert [s["name"] for s in st] == ["experts", "router"] and [s["epochs"] for s in st] == [2, 2]
+    assert [h["stage"] for h in res["history"]] == ["experts"] * 2 + ["router"] * 2
+    for s, lo in ((st[0], 0), (st[1], 2)):  # each stage keeps its best dev epoch
+        wf1 = [h["dev_wf1"] for h in res["history"][lo:lo + 2]]
+        assert s["best_epoch"] == lo + wf1.index(max(wf1))
+    assert res["best_epoch"] == st[1]["best_epoch"] and res["status"] == "finished"
+
+
+def test_balm_train_stage_choices_use_dev_only(tmp_path):
+    data = tiny_data(tmp_path)
+    other = with_other_test_labels(data, tmp_path / "other")
+    a = balm_train(tmp_path, "a", data, "momke", RUN, epochs=3)
+    b = balm_train(tmp_path, "b", other, "momke", RUN, epochs=3)
+    assert stage_choices(a) == stage_choices(b) and a["history"] == b["history"]
+    assert a["test"]["wf1"] != b["test"]["wf1"]
