@@ -14,12 +14,12 @@ from .base import Backbone, BackboneOutput
 
 
 def _init_linear(module: nn.Module) -> None:
-    """RedCore's ``init_net(init_type='kaiming')``: He-normal (fan-in) weights, zero biases."""
+    """He-normal (fan-in) weights, as RedCore's ``init_net(init_type='kaiming')``; the biases keep
+    PyTorch's initialisation (RedCore zeroes them, which makes the first step's gradient through
+    the LayerNorm of a missing modality's all-zero input about 1e19: docs/baselines.md)."""
     for mod in module.modules():
         if isinstance(mod, nn.Linear):
             nn.init.kaiming_normal_(mod.weight, a=0, mode="fan_in")
-            if mod.bias is not None:
-                nn.init.zeros_(mod.bias)
 
 
 class UtteranceBlock(nn.Module):
