@@ -20,6 +20,8 @@ BACKBONES = {
     "sdrgnn": "balm.backbones.sdrgnn:SDRGNN",
     "micga": "balm.backbones.micga:MiCGA",
     "mmin": "balm.backbones.mmin:MMIN",
+    "momke": "balm.backbones.momke:MoMKE",
+    "redcore": "balm.backbones.redcore:RedCore",
 }
 
 
