@@ -19,6 +19,7 @@ BACKBONES = {
     "gcnet": "balm.backbones.gcnet:GCNet",
     "sdrgnn": "balm.backbones.sdrgnn:SDRGNN",
     "micga": "balm.backbones.micga:MiCGA",
+    "mce": "balm.backbones.mce:MCE",
 }
 
 
