@@ -59,9 +59,9 @@ def test_trainer_steps_backbone_and_fcm_with_plain_sgd(tiny_data, tmp_path, monk
     """A BALM run under sgd without momentum: each step of every model parameter is exactly −lr·g."""
     seen = {}
 
-    def recording(cfg, params):
+    def recording(cfg, params, lr=None):
         params = list(params)
-        opt = make_optimizer(cfg, params)
+        opt = make_optimizer(cfg, params, lr=lr)
         seen["opt"], seen["params"], seen["moves"] = opt, params, []
         inner = opt.step
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Backbone, BackboneOutput
+from .base import Backbone, BackboneOutput, Stage, backbone_stages
 from .registry import BACKBONES, BackboneContractError, build_backbone, check_backbone, resolve_backbone
 
-__all__ = ["Backbone", "BackboneOutput", "BACKBONES", "BackboneContractError", "build_backbone", "check_backbone",
+__all__ = ["Backbone", "BackboneOutput", "Stage", "backbone_stages", "BACKBONES", "BackboneContractError", "build_backbone", "check_backbone",
            "resolve_backbone"]

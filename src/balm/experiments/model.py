@@ -114,6 +114,15 @@ def build_model(cfg: Config, meta: dict, device: torch.device) -> tuple[BalmMode
     except (ValueError, TypeError) as exc:  # an option value the constructor rejects
         raise ConfigError(f"cannot build {cfg.backbone} for modalities {list(dims)} with backbone_options "
                           f"{dict(cfg.backbone_options)}: {exc}", key="backbone_options") from None
+    from balm.backbones.base import backbone_stages
+
+    try:
+        stages = backbone_stages(backbone)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"backbone {cfg.backbone}: {exc}", key="backbone") from None
+    if len(stages) > 1 and cfg.method != "none":
+        raise ConfigError(f"{cfg.backbone} trains in stages ({', '.join(st.name for st in stages)}) as a complete "
+                          f"method of its own; it takes method: none, got {cfg.method!r}", key="method")
     try:
         parts = build_method(
             cfg.method,

@@ -16,12 +16,14 @@ import torch
 from .config import Config
 
 
-def make_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` over ``params`` with ``cfg.lr``, ``cfg.weight_decay`` (and ``cfg.momentum`` for sgd)."""
+def make_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over ``params`` with ``lr`` (default ``cfg.lr``), ``cfg.weight_decay`` (and
+    ``cfg.momentum`` for sgd)."""
+    lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")  # Config validates the key first

@@ -116,8 +116,9 @@ class RunLog:
     manager around the epochs; :meth:`best` closes TensorBoard after the test evaluation."""
 
     def __init__(self, out: Path, cfg: Config, modalities: tuple[str, ...], *, quiet: bool,
-                 log: Callable[[str], None] | None, resume: dict | None = None):
-        """``resume``: a :meth:`state_dict` of an interrupted run in ``out`` to continue."""
+                 log: Callable[[str], None] | None, resume: dict | None = None, total_epochs: int | None = None):
+        """``resume``: a :meth:`state_dict` of an interrupted run in ``out`` to continue;
+        ``total_epochs``: the most epochs the run can take (all stages; default ``cfg.epochs``)."""
         try:
             from tqdm.auto import tqdm
         except ImportError:  # tqdm (the experiments extra) only draws the progress bar
@@ -125,7 +126,7 @@ class RunLog:
 
         self.tb = Tensorboard(out / "tb" if cfg.tensorboard else None)
         self.say = log or (lambda s: None)
-        self.epochs = cfg.epochs
+        self.epochs = cfg.epochs if total_epochs is None else total_epochs
         self.modalities = modalities
         self.history: list[dict] = []
         self.epoch_seconds: list[float] = []
@@ -137,7 +138,7 @@ class RunLog:
             self._stats = open(out / "stats.jsonl", "r+", encoding="utf-8")
             self._stats.truncate(resume["stats_bytes"])
             self._stats.seek(resume["stats_bytes"])
-        self._bar = tqdm(total=cfg.epochs, initial=len(self.history), desc="epochs", unit="ep",
+        self._bar = tqdm(total=self.epochs, initial=len(self.history), desc="epochs", unit="ep",
                          disable=quiet or not sys.stderr.isatty(), leave=False)
         self._new_epoch()
 
@@ -175,9 +176,11 @@ class RunLog:
         self.steps += 1
         return record
 
-    def epoch(self, epoch: int, dev: dict, seconds: float, heads: dict[str, float] | None = None) -> None:
+    def epoch(self, epoch: int, dev: dict, seconds: float, heads: dict[str, float] | None = None,
+              stage: str | None = None) -> None:
         """The end of an epoch: mean training loss and gradient norms, the dev metrics, the time,
-        and ``heads``: the dev accuracy of each unimodal head of the rebalancer (if it has heads)."""
+        ``heads``: the dev accuracy of each unimodal head of the rebalancer (if it has heads), and
+        ``stage``: the stage's name, for a multi-stage backbone (on the record and the console line)."""
         self.epoch_seconds.append(seconds)
         train_loss = float(np.mean(self._losses)) if self._losses else float("nan")
         mean_norms = {m: v / max(self._n_steps, 1) for m, v in self._norm_sums.items()}
@@ -186,6 +189,8 @@ class RunLog:
                   "dev_wf1": dev["wf1"], "encoder_grad_norm": mean_norms, "seconds": seconds}
         if heads is not None:
             hist["dev_head_acc"] = record["dev_head_acc"] = heads
+        if stage is not None:
+            hist["stage"] = record["stage"] = stage
         self.history.append(hist)
         self._stats.write(dumps_line(record) + "\n")
         self._stats.flush()
@@ -193,7 +198,7 @@ class RunLog:
                                   "encoder_grad_norm": mean_norms, **({"dev_head_acc": heads} if heads else {})}, epoch)
         self._bar.update(1)
         self._bar.set_postfix(loss=f"{train_loss:.4f}", dev_wf1=f"{dev['wf1']:.4f}")
-        msg = (f"epoch {epoch} (of 0-{self.epochs - 1})  loss {train_loss:.4f}  dev acc {dev['acc']:.4f}  "
+        msg = (f"{'' if stage is None else stage + ' '}epoch {epoch} (of 0-{self.epochs - 1})  loss {train_loss:.4f}  dev acc {dev['acc']:.4f}  "
                f"dev w-f1 {dev['wf1']:.4f}  {seconds:.1f}s")
         if self._bar.disable:
             self.say(msg)

@@ -41,6 +41,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from balm.backbones.base import backbone_stages
 from balm.data.batch import collate
 from balm.data.dataset import Dataset
 
@@ -71,6 +72,18 @@ def _set_rng_state(rng: np.random.Generator, device: torch.device, state: dict) 
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _set_stage(backbone: torch.nn.Module, name: str) -> None:
+    fn = getattr(backbone, "set_stage", None)
+    if fn is not None:
+        fn(name)
+
+
+def _stage_record(stage, best: dict, epochs: int, seconds: float) -> dict:
+    """One entry of ``result.json``'s ``stages``: what ran and what dev selected in the stage."""
+    dev = None if best["dev"] is None else {k: v for k, v in best["dev"].items() if k != "report"}
+    return {"name": stage.name, "epochs": epochs, "best_epoch": best["epoch"], "dev": dev, "seconds": seconds}
 
 
 def _nonfinite(record: dict) -> str | None:
@@ -112,87 +125,118 @@ def train(
 
     train_split, dev_split, test_split = ds["train"], ds["dev"], ds["test"]
     loss_fn = make_loss(cfg, ds.task, class_weight_tensor(cfg, train_split, ds.num_classes))
-    optimizer = make_optimizer(cfg, model.parameters())
+    plan = backbone_stages(model.backbone)
+    staged = len(plan) > 1
+    lengths = [cfg.epochs if st.epochs is None else st.epochs for st in plan]
     rng = np.random.default_rng(cfg.seed)
     eval_bs = cfg.effective_eval_batch_size
 
     best = {"wf1": -math.inf, "epoch": -1, "state": None, "dev": None}
     since_best, stopped_early, diverged, start = 0, False, None, 0
+    stage_index, stage_start, records = 0, 0, []
     out, last = open_work_dir(target, resume=resume)
     if last is not None and last["config"] != cfg.to_dict():
         raise ConfigError("the interrupted run in this folder has another config; run without --resume to start "
                           "afresh", source=str(out))
     if last is not None:
-        model.load_state_dict(last["model"])
-        optimizer.load_state_dict(last["optimizer"])
-        if rebalancer is not None:
-            rebalancer.load_state_dict(last["rebalancer"])
-        _set_rng_state(rng, device, last["rng"])
-        best, since_best, stopped_early = last["best"], last["since_best"], last["stopped_early"]
-        start = last["epoch"] + 1
+        stage_index, stage_start, records = last.get("stage", 0), last.get("stage_start", 0), last.get("stages", [])
     ckpt = {"at": -math.inf, "cost": 0.0}
-    with RunLog(out, cfg, data.modalities, quiet=quiet, log=log, resume=None if last is None else last["log"]) as runlog:
-        for epoch in range(start, cfg.epochs):
-            if stopped_early:
-                break
-            t0 = time.perf_counter()
-            model.train()
-            if rebalancer is not None:
-                rebalancer.set_epoch(epoch)
-            order = rng.permutation(train_split.num_sequences)
-            for idx in batches(train_split.num_sequences, cfg.batch_size, order):
-                batch = collate(train_split, idx).to(device)
-                output = model(batch)
-                task_loss = loss_fn(output.prediction, batch.targets)
-                loss = task_loss if output.aux_loss is None else task_loss + output.aux_loss
-                loss = loss if rebalancer is None else loss + rebalancer.alignment_loss()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norms = encoder_grad_norms(model.backbone.encoders)
+    with RunLog(out, cfg, data.modalities, quiet=quiet, log=log, resume=None if last is None else last["log"],
+                total_epochs=sum(lengths)) as runlog:
+        for si in range(stage_index, len(plan)):
+            stage = plan[si]
+            _set_stage(model.backbone, stage.name)
+            params = [p for p in model.parameters() if p.requires_grad] if staged else model.parameters()
+            optimizer = make_optimizer(cfg, params, lr=stage.lr)
+            if last is not None and si == stage_index:
+                model.load_state_dict(last["model"])
+                optimizer.load_state_dict(last["optimizer"])
                 if rebalancer is not None:
-                    rebalancer.rebalance_(output.embeddings, output.prediction.detach(), batch.targets, batch.flat_masks())
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=cfg.grad_clip, norm_type=2.0)
-                if rebalancer is None:
-                    optimizer.step()
-                else:
-                    rebalancer.step(optimizer)  # optimizer.step(), then any update modulation
-                bad = _nonfinite(runlog.step(epoch, loss, task_loss, norms, rebalancer))
-                if bad is not None:
-                    diverged = {"epoch": epoch, "step": runlog.steps - 1, "what": bad}
-                    break
-            if diverged is not None:
-                break
-
-            dev = evaluate_split(model, dev_split, meta, eval_bs, device)
-            seconds = time.perf_counter() - t0
-            runlog.epoch(epoch, dev, seconds, heads=DG.head_accuracy(model, rebalancer, dev_split, meta, eval_bs, device))
-            if dev["wf1"] > best["wf1"]:
-                best = {"wf1": dev["wf1"], "epoch": epoch, "dev": dev,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-                since_best = 0
+                    rebalancer.load_state_dict(last["rebalancer"])
+                _set_rng_state(rng, device, last["rng"])
+                best, since_best, stopped_early = last["best"], last["since_best"], last["stopped_early"]
+                start = last["epoch"] + 1
             else:
-                since_best += 1
-            if cfg.early_stopping and since_best >= cfg.early_stopping:
-                stopped_early = True
-            # the resume checkpoint: after the first epoch, then whenever the time since the last
-            # write is at least CHECKPOINT_RATIO times what that write took (overhead <= 1/RATIO)
-            if time.perf_counter() - ckpt["at"] >= CHECKPOINT_RATIO * ckpt["cost"]:
-                t1 = time.perf_counter()
-                write_last(out, {"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
-                                 "optimizer": optimizer.state_dict(),
-                                 "rebalancer": None if rebalancer is None else rebalancer.state_dict(),
-                                 "rng": _rng_state(rng, device), "best": best, "since_best": since_best,
-                                 "stopped_early": stopped_early, "log": runlog.state_dict()})
-                ckpt = {"at": time.perf_counter(), "cost": time.perf_counter() - t1}
-            if after_epoch is not None:
-                after_epoch(epoch)
+                stage_start = start
+            t_stage = time.perf_counter()
+            for epoch in range(start, stage_start + lengths[si]):
+                if stopped_early:
+                    break
+                t0 = time.perf_counter()
+                model.train()
+                if rebalancer is not None:
+                    rebalancer.set_epoch(epoch)
+                order = rng.permutation(train_split.num_sequences)
+                for idx in batches(train_split.num_sequences, cfg.batch_size, order):
+                    batch = collate(train_split, idx).to(device)
+                    output = model(batch)
+                    task_loss = loss_fn(output.prediction, batch.targets)
+                    loss = task_loss if output.aux_loss is None else task_loss + output.aux_loss
+                    loss = loss if rebalancer is None else loss + rebalancer.alignment_loss()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    norms = encoder_grad_norms(model.backbone.encoders)
+                    if rebalancer is not None:
+                        rebalancer.rebalance_(output.embeddings, output.prediction.detach(), batch.targets, batch.flat_masks())
+                    if cfg.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params if staged else model.parameters(), max_norm=cfg.grad_clip,
+                                                       norm_type=2.0)
+                    if rebalancer is None:
+                        optimizer.step()
+                    else:
+                        rebalancer.step(optimizer)  # optimizer.step(), then any update modulation
+                    bad = _nonfinite(runlog.step(epoch, loss, task_loss, norms, rebalancer))
+                    if bad is not None:
+                        diverged = {"epoch": epoch, "step": runlog.steps - 1, "what": bad}
+                        if staged:
+                            diverged["stage"] = stage.name
+                        break
+                if diverged is not None:
+                    break
+
+                dev = evaluate_split(model, dev_split, meta, eval_bs, device)
+                seconds = time.perf_counter() - t0
+                runlog.epoch(epoch, dev, seconds, heads=DG.head_accuracy(model, rebalancer, dev_split, meta, eval_bs, device),
+                             stage=stage.name if staged else None)
+                if dev["wf1"] > best["wf1"]:
+                    best = {"wf1": dev["wf1"], "epoch": epoch, "dev": dev,
+                            "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    since_best = 0
+                else:
+                    since_best += 1
+                if cfg.early_stopping and since_best >= cfg.early_stopping:
+                    stopped_early = True
+                # the resume checkpoint: after the first epoch, then whenever the time since the last
+                # write is at least CHECKPOINT_RATIO times what that write took (overhead <= 1/RATIO)
+                if time.perf_counter() - ckpt["at"] >= CHECKPOINT_RATIO * ckpt["cost"]:
+                    t1 = time.perf_counter()
+                    write_last(out, {"config": cfg.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                                     "optimizer": optimizer.state_dict(),
+                                     "rebalancer": None if rebalancer is None else rebalancer.state_dict(),
+                                     "rng": _rng_state(rng, device), "best": best, "since_best": since_best,
+                                     "stopped_early": stopped_early, "log": runlog.state_dict(),
+                                     "stage": si, "stage_start": stage_start, "stages": records})
+                    ckpt = {"at": time.perf_counter(), "cost": time.perf_counter() - t1}
+                if after_epoch is not None:
+                    after_epoch(epoch)
+                start = epoch + 1
+            if diverged is not None or si == len(plan) - 1:
+                break
+            # the end of a stage: its best-on-dev state starts the next stage
+            records.append(_stage_record(stage, best, start - stage_start, time.perf_counter() - t_stage))
+            model.load_state_dict(best["state"])
+            best = {"wf1": -math.inf, "epoch": -1, "state": None, "dev": None}
+            since_best, stopped_early, last = 0, False, None
+        if staged and diverged is None:
+            records.append(_stage_record(plan[-1], best, start - stage_start, time.perf_counter() - t_stage))
 
     if diverged is not None:
         runlog.tb.close()
         result = run_result(cfg, data, runlog, test=None, best=best, stopped_early=False, device=device,
                             model=model, rebalancer=rebalancer)
         result.update(status="diverged", diverged=diverged)
+        if staged:
+            result["stages"] = records
         result["files"].update(checkpoint=None, tsne=None)
         atomic_write_json(out / "result.json", result)
         finish(out, target)
@@ -210,6 +254,8 @@ def train(
     shapley = DG.shapley_report(model, test_split, meta, eval_bs, device)
     result = run_result(cfg, data, runlog, test=test, best=best, stopped_early=stopped_early, device=device,
                         model=model, rebalancer=rebalancer, shapley=shapley)
+    if staged:
+        result["stages"] = records
     atomic_write_json(out / "result.json", result)
     finish(out, target)
     return result
