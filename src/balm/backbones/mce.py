@@ -19,18 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batch import Batch
-from .base import Backbone, BackboneOutput
-
-try:  # the multi-stage interface of the trainer
-    from .base import Stage
-except ImportError:  # pragma: no cover - until balm.backbones.base defines it
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Stage:
-        name: str
-        epochs: int | None = None
-        lr: float | None = None
+from .base import Backbone, BackboneOutput, Stage
 
 
 # ---------------------------------------------------------------------------------------------
