@@ -353,6 +353,16 @@ def test_balm_train_records_the_stages(tiny, tmp_path):
         wf1 = [h["dev_wf1"] for h in res["history"][lo:lo + 2]]
         assert s["best_epoch"] == lo + int(np.argmax(wf1))
     assert res["config"]["backbone"] == "mce"
+    # the checkpoint rebuilds the model in its final stage: the same test scores
+    from balm.experiments.evaluation import evaluate_split
+    from balm.experiments.model import load_checkpoint
+    from balm.experiments.prepare import prepare_data
+
+    model = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert model.backbone.stage == "train"
+    data = prepare_data(model.config)
+    again = evaluate_split(model, data.dataset["test"], model.meta, 64, torch.device("cpu"))
+    assert again["wf1"] == pytest.approx(res["test"]["wf1"]) and again["acc"] == pytest.approx(res["test"]["acc"])
 
 
 def test_stage_selection_uses_dev_only(tiny, tmp_path):
