@@ -251,7 +251,7 @@ class MCE(Backbone):
         self.reference_encoders = nn.ModuleDict({m: encoder(d) for m, d in dims.items()})
         self.reference_heads = nn.ModuleDict({m: MLPHead(embed_dim, cls_layers, out_dim, dropout) for m in dims})
         self.register_buffer("seen", torch.zeros(M + 1, dtype=torch.float64))  # [observed per m..., total]
-        self.last_values: dict[str, dict[str, float]] = {}
+        self._last: dict[str, torch.Tensor] = {}
         self.stage = "train"
         self.set_stage("train")
 
@@ -293,6 +293,17 @@ class MCE(Backbone):
         if self.out_dim == 1:
             return (pred - target.to(pred.dtype)) ** 2
         return F.cross_entropy(pred, target, reduction="none")
+
+    @staticmethod
+    def _observed_mean(loss: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """mean of ``loss`` over the observed rows (0 when none is)."""
+        return (loss * observed).sum() / observed.sum().clamp(min=1)
+
+    @property
+    def last_values(self) -> dict[str, dict[str, float]]:
+        """The last training step's per-modality Φ^m/n^m (``shapley``), U^m/n^m (``reference``),
+        a^m and b^m; empty before the first step of stage ``train``."""
+        return {k: {m: float(v[j]) for j, m in enumerate(self.modalities)} for k, v in self._last.items()}
 
     def _squeeze(self, pred: torch.Tensor) -> torch.Tensor:
         return pred.squeeze(-1) if self.out_dim == 1 else pred
@@ -341,10 +352,8 @@ class MCE(Backbone):
         emb = {m: ref[m][0] * e[:, j, None] for j, m in enumerate(self.modalities)}
         aux = None
         if self.training:
-            aux = pred.new_zeros(())
-            for j, m in enumerate(self.modalities):
-                if observed[:, j].any():
-                    aux = aux + self._loss(ref[m][1][observed[:, j]], y[observed[:, j]]).mean()
+            aux = sum(self._observed_mean(self._loss(ref[m][1], y), observed[:, j])
+                      for j, m in enumerate(self.modalities))
             pred = pred.detach()
         return BackboneOutput(prediction=pred, embeddings=emb, fused=fused, aux_loss=aux)
 
@@ -398,20 +407,11 @@ class MCE(Backbone):
         rec = ((l1 * hidden_obs * row_scale[:, None]).sum(0) * factor).sum() / n_utt
 
         r_full = r[full]
-        seps = []
-        for j, m in enumerate(self.modalities):
-            o = observed[:, j]
-            if o.any():
-                pred_m = self._squeeze(self.unimodal_heads[m](r_full[o, j])[0])
-                seps.append(self._loss(pred_m, y[o]).mean())
-            else:
-                seps.append(r.new_zeros(()))
-        sep = (torch.stack(seps) * factor).mean()
+        sep = torch.stack([
+            self._observed_mean(self._loss(self._squeeze(self.unimodal_heads[m](r_full[:, j])[0]), y), observed[:, j])
+            for j, m in enumerate(self.modalities)])
+        sep = (sep * factor).mean()
 
-        self.last_values = {
-            "shapley": {m: float(phi[j] / max(n_m[j], 1)) for j, m in enumerate(self.modalities)},
-            "reference": {m: float(upper[j] / max(n_m[j], 1)) for j, m in enumerate(self.modalities)},
-            "a": {m: float(a[j]) for j, m in enumerate(self.modalities)},
-            "b": {m: float(b[j]) for j, m in enumerate(self.modalities)},
-        }
+        n = n_m.clamp(min=1)
+        self._last = {"shapley": phi / n, "reference": upper / n, "a": a, "b": b}
         return self.weights["rec"] * rec + self.weights["sep"] * sep + self.weights["sub"] * sub
