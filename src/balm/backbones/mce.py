@@ -5,7 +5,7 @@ Learning-capability enhancement (LCE) weights each modality's auxiliary losses b
 factor a^m (inverse observed rate) and a batch-level factor b^m (the gap between a frozen unimodal
 model's accuracy and the modality's Shapley value in the fused model); representation-capability
 enhancement (RCE) adds subset prediction and cross-modal completion. Utterance-level: dialogue
-context and speakers are not used. docs/baselines.md#mce has the equations and the departures from
+context and speakers are not used. docs/baselines.md (MCE) has the equations and the departures from
 the public code.
 """
 
@@ -180,7 +180,7 @@ class MCE(Backbone):
     (detached in training: it only selects on dev). Stage ``train`` (``train_epochs``, None = the
     config's ``epochs``): references frozen; z^m = φ^m(x^m) (a zero token where m is missing),
     r(T) = Transformer([e_T^m z^m]_m + p) for a subset T of modalities, ŷ = F([r^1; …; r^M]) on T = O_i,
-    and aux_loss = λ_rec L_rec + λ_sep L_sep + λ_sub L_sub (docs/baselines.md#mce):
+    and aux_loss = λ_rec L_rec + λ_sep L_sep + λ_sub L_sub (docs/baselines.md (MCE)):
 
     - L_sub = (1/|I|) Σ_i Σ_{∅≠T⊊O_i} ℓ(F(r_i(T)), y_i) / (2^{|O_i|}−1)      (subset prediction)
     - L_rec = (1/|I|) Σ_m a^m b^m Σ_i Σ_{∅≠T⊊O_i, m∈O_i∖T} |r_i^m(T) − r_i^m(O_i)|₁/d / (2^{|O_i|}−1)
