@@ -22,6 +22,7 @@ BACKBONES = {
     "mmin": "balm.backbones.mmin:MMIN",
     "momke": "balm.backbones.momke:MoMKE",
     "redcore": "balm.backbones.redcore:RedCore",
+    "mce": "balm.backbones.mce:MCE",
 }
 
 
