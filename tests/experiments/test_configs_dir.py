@@ -14,6 +14,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FILES = sorted(p for p in CONFIGS.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
 DATASETS = ("iemocap", "mosei")
 TABLE_BACKBONES = ("micga", "sdrgnn", "gcnet", "mmgcn", "mmdfn")
+# the missing-modality baselines beside MMGCN+BALM (docs/baselines.md): MMIN, MoMKE, RedCore, MCE, GCNet, MMGCN
+MISSING_BASELINES = ("mmin", "momke", "redcore", "mce", "gcnet", "mmgcn")
 PAPER = ("mmgcn.yaml", "mmdfn.yaml", "gcnet.yaml", "mmgcn-variants.yaml", "mmgcn-smr.yaml", "mmgcn-modalities.yaml",
          "mmgcn-unimodal.yaml", "mmgcn-tau-rho.yaml", "mmgcn-fcm.yaml")
 
@@ -74,8 +76,15 @@ def test_config_file_is_valid_and_passes_the_dataset_checks_on_synthetic_data(pa
             assert c.data == f"data/{top}"
         if path.name.startswith("table"):  # Tables 11-12: the five methods side by side
             assert c.backbone in TABLE_BACKBONES
+        elif path.name.startswith("missing_baselines"):  # docs/baselines.md: beside MMGCN+BALM
+            assert c.backbone in MISSING_BASELINES
         else:
             assert c.backbone in path.name
+    if path.name.startswith("missing_baselines"):
+        assert {(c.backbone, c.method) for c in cfgs} == {(b, "none") for b in MISSING_BASELINES} | {("mmgcn", "balm")}
+        assert all(c.backbone_options.get("reconstruction", 0) == 0 for c in cfgs)
+        assert sorted({c.seed for c in cfgs}) == list(range(5)) and len({json.dumps(c.rates, sort_keys=True)
+                                                                        for c in cfgs}) == 6
     if path.name.startswith("table"):
         assert {(c.backbone, c.method) for c in cfgs} == {(b, "none") for b in ("micga", "sdrgnn", "gcnet")} | {
             ("mmgcn", "balm"), ("mmdfn", "balm")}

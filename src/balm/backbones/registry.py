@@ -19,6 +19,10 @@ BACKBONES = {
     "gcnet": "balm.backbones.gcnet:GCNet",
     "sdrgnn": "balm.backbones.sdrgnn:SDRGNN",
     "micga": "balm.backbones.micga:MiCGA",
+    "mmin": "balm.backbones.mmin:MMIN",
+    "momke": "balm.backbones.momke:MoMKE",
+    "redcore": "balm.backbones.redcore:RedCore",
+    "mce": "balm.backbones.mce:MCE",
 }
 
 

@@ -19,6 +19,10 @@ def register(subparsers) -> None:
                    help="dev: per method and setting, the grid point (tau, rho, numeric method_options) with the "
                    "best mean dev W-F1 over seeds, and its test scores with paired differences against none; "
                    "writes DIR/report/select-dev.md and .csv only (test is never read to choose)")
+    p.add_argument("--against", metavar="COLUMN", default=None,
+                   help="also pair every column with this one across backbones (a column label of the table, "
+                   "e.g. mmgcn+balm): per setting and pooled, mean ± std of the test differences, pairs ahead, "
+                   "paired t-test p; writes DIR/report/against.csv")
     p.set_defaults(func=run)
 
 
@@ -34,7 +38,7 @@ def run(args) -> int:
 
     import sys
 
-    rep = make_report(args.dir, tsne=args.tsne, curves=not args.no_curves,
+    rep = make_report(args.dir, tsne=args.tsne, curves=not args.no_curves, against=args.against,
                       warn=lambda line: print(f"balm report: warning: {line}", file=sys.stderr))
     if rep["diverged"]:
         print(f"balm report: {len(rep['diverged'])} diverged run(s) listed apart, in no table: "
@@ -43,6 +47,8 @@ def run(args) -> int:
         print(f"balm report: {len(rep['missing'])} planned run(s) have no result: {', '.join(rep['missing'][:10])}"
               f"{' ...' if len(rep['missing']) > 10 else ''}", file=sys.stderr)
     print(rep["table"])
+    if rep["against"]:
+        print(rep["against"])
     if rep["paired"]:
         print(rep["paired"])
     if rep["leaders"]:

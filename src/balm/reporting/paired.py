@@ -143,3 +143,97 @@ def wins_csv(table: PairedTable) -> str:
                 ref_model = next(v["reference_model"] for (s, mm, rr), v in table.cells.items() if mm == m and rr == ref)
                 w.writerow([m, ref, ref_model, c["settings"], c["acc"], c["wf1"]])
     return buf.getvalue()
+
+
+@dataclass
+class AgainstTable:
+    keys: list[str]
+    settings: list[tuple[str, ...]]
+    models: list[str]  # every column but the reference, first-seen order
+    reference: str
+    # (setting, model) -> {"acc"/"wf1": {"mean", "std", "ahead", "n", "p"}, "seeds": [...]}
+    cells: dict
+    # model -> {"acc"/"wf1": same, over every (setting, seed) pair of the sweep}
+    overall: dict
+
+
+def _against_stats(d: list[float]) -> dict:
+    mean, std = mean_std(d)
+    p = float("nan")
+    if len(d) > 1 and std > 0:
+        from scipy.stats import ttest_1samp
+
+        p = float(ttest_1samp(d, 0.0).pvalue)  # = ttest_rel of the two paired samples
+    return {"mean": mean, "std": std, "ahead": sum(x > 0 for x in d), "n": len(d), "p": p}
+
+
+def build_against(runs: list[RunResult], reference: str) -> AgainstTable:
+    """Paired differences of every column against the column labelled ``reference``, across
+    backbones: a run is paired with the reference's run of the same setting and seeds (``seed``,
+    ``mask_seed``), so both saw the same masks and data order. Per setting and over all settings:
+    mean and std (ddof=1) of the test differences, the pairs ahead (> 0), and the paired t-test
+    p-value. ``ValueError`` names the columns when ``reference`` is not one of them."""
+    keys = setting_keys(runs)
+    settings, models, groups = [], [], {}
+    for r in runs:
+        s = setting_label(r, keys)
+        if s not in settings:
+            settings.append(s)
+        if r.model not in models:
+            models.append(r.model)
+        groups.setdefault((s, r.model), {}).setdefault(_seed_key(r), r)
+    if reference not in models:
+        raise ValueError(f"--against {reference!r}: no such column in this sweep; its columns are {models}")
+    cells, pooled = {}, {}
+    for m in models:
+        if m == reference:
+            continue
+        for s in settings:
+            mine, ref = groups.get((s, m), {}), groups.get((s, reference), {})
+            common = [k for k in mine if k in ref]
+            if not common:
+                continue
+            diffs = {x: [mine[k].result["test"][x] - ref[k].result["test"][x] for k in common] for x, _ in METRICS}
+            cells[(s, m)] = {**{x: _against_stats(d) for x, d in diffs.items()}, "seeds": [k[0] for k in common]}
+            for x, d in diffs.items():
+                pooled.setdefault(m, {}).setdefault(x, []).extend(d)
+    overall = {m: {x: _against_stats(d) for x, d in by.items()} for m, by in pooled.items()}
+    return AgainstTable(keys, settings, [m for m in models if m != reference], reference, cells, overall)
+
+
+def _cell(c: dict) -> str:
+    p = "" if c["p"] != c["p"] else f", p {c['p']:.2g}"
+    return f"{_pm(c['mean'], c['std'], c['n'])} ({c['ahead']}/{c['n']}{p})"
+
+
+def against_markdown(table: AgainstTable) -> str:
+    """Per metric: rows = settings, then all settings pooled; cells 'mean ± std (ahead/pairs, p)' in points."""
+    lines = []
+    head = table.keys or ["setting"]
+    models = [m for m in table.models if m in table.overall]
+    for metric, title in METRICS:
+        lines.append(f"### Paired test {title} difference against `{table.reference}` (points): mean ± std "
+                     "(pairs ahead / pairs, paired t-test p)\n")
+        lines.append("| " + " | ".join(head + models) + " |")
+        lines.append("|" + "---|" * (len(head) + len(models)))
+        for s in table.settings:
+            row = list(s) if table.keys else ["all"]
+            row += ["–" if (s, m) not in table.cells else _cell(table.cells[(s, m)][metric]) for m in models]
+            lines.append("| " + " | ".join(row) + " |")
+        row = ["**all settings**"] + [""] * (len(head) - 1) + [_cell(table.overall[m][metric]) for m in models]
+        lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def against_csv(table: AgainstTable) -> str:
+    """Long format (fractions): setting keys ('all' pooled), model, reference, then per metric mean, std, ahead, n, p."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = [f"{x}_{k}" for x, _ in METRICS for k in ("diff_mean", "diff_std", "ahead", "n", "p")]
+    w.writerow(table.keys + ["model", "reference", *cols])
+    rows = [(list(s), m, table.cells[(s, m)]) for s in table.settings for m in table.models if (s, m) in table.cells]
+    rows += [(["all"] * len(table.keys), m, table.overall[m]) for m in table.models if m in table.overall]
+    for s, m, c in rows:
+        w.writerow(s + [m, table.reference] + [c[x][k] for x, _ in METRICS for k in ("mean", "std", "ahead", "n", "p")])
+    return buf.getvalue()

@@ -63,11 +63,12 @@ _DAMAGED = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError, zipf
 
 
 def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = True, max_figures: int = 24,
-                warn=None) -> dict:
+                warn=None, against: str | None = None) -> dict:
     """Write the report; returns ``{"dir", "table", "markdown", "figures": [...], "runs": n, "warnings": [...]}``.
 
     ``tsne``: ``first`` (one figure per model, its first setting and seed), ``all`` (every model
-    and setting) or ``none``. ``max_figures`` caps the curve and t-SNE figures each. The new
+    and setting) or ``none``. ``against``: a column label (``mmgcn+balm``) every other column is
+    paired with across backbones (:func:`balm.reporting.paired.build_against`; ``against.csv``). ``max_figures`` caps the curve and t-SNE figures each. The new
     report is built in ``.report.partial`` beside ``report/`` and swapped in when complete, so a
     failure leaves the earlier report as it was. A damaged ``result.json`` (not of the schema),
     ``stats.jsonl`` or ``tsne.npz`` is named in a warning (``warn(line)``, and the report's
@@ -85,14 +86,14 @@ def make_report(sweep_dir: str | Path, *, tsne: str = "first", curves: bool = Tr
 
     with staged_dir(final) as stage:
         rep = _make_report(root, stage, tsne=tsne, curves=curves, max_figures=max_figures, note=note,
-                           warnings=warnings)
+                           warnings=warnings, against=against)
     rep.update(dir=final, markdown=final / "report.md", figures=[final / p.relative_to(stage) for p in rep["figures"]],
                warnings=warnings)
     return rep
 
 
 def _make_report(root: Path, out: Path, *, tsne: str, curves: bool, max_figures: int, note,
-                 warnings: list[str]) -> dict:
+                 warnings: list[str], against: str | None = None) -> dict:
     if tsne not in TSNE_MODES:
         raise ValueError(f"tsne must be one of {TSNE_MODES}, got {tsne!r}")
     if not root.is_dir():
@@ -117,6 +118,11 @@ def _make_report(root: Path, out: Path, *, tsne: str, curves: bool, max_figures:
     atomic_write_text(out / "table.csv", to_csv(table))
     atomic_write_text(out / "table_acc.csv", to_wide_csv(table, "acc"))
     atomic_write_text(out / "table_wf1.csv", to_wide_csv(table, "wf1"))
+    md_against = ""
+    if against is not None:
+        versus = PD.build_against(runs, against)  # an unknown column: ValueError naming the columns
+        md_against = PD.against_markdown(versus)
+        atomic_write_text(out / "against.csv", PD.against_csv(versus))
     paired = PD.build_paired(runs)
     md_paired = PD.to_markdown(paired)
     atomic_write_text(out / "paired.csv", PD.to_csv(paired))
@@ -212,6 +218,8 @@ def _make_report(root: Path, out: Path, *, tsne: str, curves: bool, max_figures:
             if outside else "")
     lines = [f"# Report: {root.name}\n", f"{len(runs)} finished runs; models: {', '.join(table.models)}.{note}\n",
              md_table]
+    if md_against:
+        lines += [f"## Paired against `{against}`\n", md_against, "CSV: [against.csv](against.csv).\n"]
     if md_paired:
         lines += ["## Paired comparison\n", md_paired,
                   "CSV: [paired.csv](paired.csv) (per setting), [paired_wins.csv](paired_wins.csv) (wins).\n"]
@@ -255,6 +263,6 @@ def _make_report(root: Path, out: Path, *, tsne: str, curves: bool, max_figures:
             lines.append(f"- [{rel}]({rel})")
         lines.append("")
     atomic_write_text(out / "report.md", "\n".join(lines))
-    return {"dir": out, "markdown": out / "report.md", "table": md_table, "paired": md_paired, "figures": figures,
+    return {"dir": out, "markdown": out / "report.md", "table": md_table, "paired": md_paired, "against": md_against, "figures": figures,
             "runs": len(runs), "lemma1": fits, "leaders": md_leaders, "headroom": headroom, "shapley": shapley,
             "diverged": [d.name for d in state["diverged"]], "missing": state["missing"]}

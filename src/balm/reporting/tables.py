@@ -43,9 +43,15 @@ class RunResult:
 
     @property
     def model(self) -> str:
-        """Column label: ``backbone`` for ``none``, else ``backbone+<method or case>``."""
-        c = self.config
-        return c["backbone"] if self.column == "none" else f"{c['backbone']}+{self.column}"
+        """Column label: ``backbone`` for ``none``, else ``backbone+<method or case>``; a case whose
+        name already names its backbone (``mmgcn+balm`` or ``gcnet`` with backbone ``mmgcn`` / ``gcnet``)
+        is its own label."""
+        c, col = self.config, self.column
+        if col == "none":
+            return c["backbone"]
+        if self.case is not None and (col == c["backbone"] or col.startswith(c["backbone"] + "+")):
+            return col
+        return f"{c['backbone']}+{col}"
 
 
 def load_results(sweep_dir: str | Path) -> list[RunResult]:
