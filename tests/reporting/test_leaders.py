@@ -106,3 +106,13 @@ def test_tie_for_the_top_goes_to_the_first_column_and_seed_count_pairs_seeds(tmp
     # every column ties on accuracy: all share rank 2, the first column leads
     acc = lead.rows[(key[0], key[1], "acc")]
     assert [r for _, _, r in acc["ranking"]] == [2.0, 2.0, 2.0] and acc["leader"] == "mmgcn"
+
+
+def test_a_backbone_with_one_column_gets_no_leader_table(tmp_path):
+    from balm.reporting.leaders import to_markdown
+
+    for i, (backbone, variant, seed) in enumerate([("mmgcn", "none", 0), ("mmgcn", "balm", 0), ("gcnet", "none", 0)]):
+        write_run(tmp_path, f"{i}-{backbone}-{variant}", {"backbone": backbone, "method": variant, "rates": RATES[0],
+                                                          "seed": seed}, 0.5, 0.4 + 0.1 * i)
+    md = to_markdown(build_leaders(load_results(tmp_path)))
+    assert "Leader per setting: `mmgcn`" in md and "`gcnet`" not in md

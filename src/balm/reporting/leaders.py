@@ -103,6 +103,8 @@ def to_markdown(leaders: Leaders, reference: str | None = "balm") -> str:
     lines = []
     head_keys = leaders.keys or ["setting"]
     for b in leaders.backbones:
+        if len(leaders.columns[b]) < 2:  # one column: nothing to rank
+            continue
         ref_model = None
         if reference is not None:
             ref_model = b if reference == "none" else f"{b}+{reference}"
