@@ -157,16 +157,6 @@ class AgainstTable:
     overall: dict
 
 
-def _against_stats(d: list[float]) -> dict:
-    mean, std = mean_std(d)
-    p = float("nan")
-    if len(d) > 1 and std > 0:
-        from scipy.stats import ttest_1samp
-
-        p = float(ttest_1samp(d, 0.0).pvalue)  # = ttest_rel of the two paired samples
-    return {"mean": mean, "std": std, "ahead": sum(x > 0 for x in d), "n": len(d), "p": p}
-
-
 def build_against(runs: list[RunResult], reference: str) -> AgainstTable:
     """Paired differences of every column against the column labelled ``reference``, across
     backbones: a run is paired with the reference's run of the same setting and seeds (``seed``,
@@ -184,20 +174,28 @@ def build_against(runs: list[RunResult], reference: str) -> AgainstTable:
         groups.setdefault((s, r.model), {}).setdefault(_seed_key(r), r)
     if reference not in models:
         raise ValueError(f"--against {reference!r}: no such column in this sweep; its columns are {models}")
-    cells, pooled = {}, {}
+    from .select import paired
+
+    def scores(by_seed: dict, keys: list, metric: str) -> dict:
+        return {k: by_seed[k].result["test"][metric] for k in keys}
+
+    cells, overall = {}, {}
     for m in models:
         if m == reference:
             continue
+        pooled: dict = {x: ({}, {}) for x, _ in METRICS}  # (setting, seeds) -> score, for m and the reference
         for s in settings:
             mine, ref = groups.get((s, m), {}), groups.get((s, reference), {})
             common = [k for k in mine if k in ref]
             if not common:
                 continue
-            diffs = {x: [mine[k].result["test"][x] - ref[k].result["test"][x] for k in common] for x, _ in METRICS}
-            cells[(s, m)] = {**{x: _against_stats(d) for x, d in diffs.items()}, "seeds": [k[0] for k in common]}
-            for x, d in diffs.items():
-                pooled.setdefault(m, {}).setdefault(x, []).extend(d)
-    overall = {m: {x: _against_stats(d) for x, d in by.items()} for m, by in pooled.items()}
+            cells[(s, m)] = {x: paired(scores(mine, common, x), scores(ref, common, x)) for x, _ in METRICS}
+            cells[(s, m)]["seeds"] = [k[0] for k in common]
+            for x, _ in METRICS:
+                pooled[x][0].update({(s, k): v for k, v in scores(mine, common, x).items()})
+                pooled[x][1].update({(s, k): v for k, v in scores(ref, common, x).items()})
+        if pooled[METRICS[0][0]][0]:
+            overall[m] = {x: paired(*pooled[x]) for x, _ in METRICS}
     return AgainstTable(keys, settings, [m for m in models if m != reference], reference, cells, overall)
 
 
