@@ -56,6 +56,18 @@ def random_split(
     )
 
 
+def learnable_split(dims: dict[str, int], task: str, seed: int = 0) -> Split:
+    """Features carry the label: x^m = noise + 2·P^m[y] (classification) or + y·u^m (regression)."""
+    split = random_split(dims, [5, 3, 7, 4, 6, 2, 5, 4], seed=seed, missing=0.3, task=task, num_classes=3)
+    rng = np.random.default_rng(seed + 1)
+    for x in split.features.values():
+        if task == "classification":
+            x += 2.0 * rng.normal(size=(3, x.shape[1])).astype(np.float32)[split.labels]
+        else:
+            x += split.labels[:, None] * rng.normal(size=(1, x.shape[1])).astype(np.float32)
+    return split
+
+
 def random_batch(dims: dict[str, int], lengths: list[int], seed: int = 0, **kw) -> Batch:
     split = random_split(dims, lengths, seed, **kw)
     return collate(split, range(len(lengths)))

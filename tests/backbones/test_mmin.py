@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from backbone_batches import random_batch, random_split
+from backbone_batches import learnable_split as _learnable_split, random_batch
 
 from balm.backbones.base import Stage
 from balm.backbones.mmin import MMIN, ResidualAutoencoder, sample_visible
@@ -266,15 +266,8 @@ def test_residual_autoencoder_matches_its_equations():
     torch.testing.assert_close(lat, torch.cat(latents, -1))
 
 
-def learnable_split(task, seed=0, dims=MODALITY_SETS[3]):
-    split = random_split(dims, [5, 3, 7, 4, 6, 2, 5, 4], seed=seed, missing=0.3, task=task, num_classes=3)
-    rng = np.random.default_rng(seed + 1)
-    for m, x in split.features.items():
-        if task == "classification":
-            x += 2.0 * rng.normal(size=(3, x.shape[1])).astype(np.float32)[split.labels]
-        else:
-            x += split.labels[:, None] * rng.normal(size=(1, x.shape[1])).astype(np.float32)
-    return split
+def learnable_split(task, seed=0):
+    return _learnable_split(MODALITY_SETS[3], task, seed)
 
 
 @pytest.mark.parametrize("task,out_dim", [("classification", 3), ("regression", 1)])

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from backbone_batches import random_split
+from backbone_batches import learnable_split as _learnable_split
 from torch import nn
 
 from balm.backbones.registry import build_backbone
@@ -23,15 +23,7 @@ SMALL = {
 
 
 def learnable_split(task, seed=0):
-    """Features carry the label: x^m = noise + 2·P^m[y] (classification) or + y·u^m (regression)."""
-    split = random_split(DIMS, [5, 3, 7, 4, 6, 2, 5, 4], seed=seed, missing=0.3, task=task, num_classes=3)
-    rng = np.random.default_rng(seed + 1)
-    for m, x in split.features.items():
-        if task == "classification":
-            x += 2.0 * rng.normal(size=(3, x.shape[1])).astype(np.float32)[split.labels]
-        else:
-            x += split.labels[:, None] * rng.normal(size=(1, x.shape[1])).astype(np.float32)
-    return split
+    return _learnable_split(DIMS, task, seed)
 
 
 def task_loss(pred, y, task):
