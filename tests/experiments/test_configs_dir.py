@@ -150,3 +150,12 @@ def test_mmdfn_configs_use_the_balm_authors_mmdfn(ds, tmp_path_factory):
     assert [enc[m].speaker is not None for m in ("audio", "text", "visual")] == [True, True, False]
     assert enc["audio"].speaker_weight == 3.0 and enc["text"].speaker_weight == 1.0
     assert model.backbone.gated is False
+
+
+@pytest.mark.parametrize("path", FILES, ids=rel)
+def test_every_config_resolves_to_the_papers_mask_operator(path):
+    # the library's default is `exact`; the reproduction and study configs keep the paper's
+    # operator, so the run ids (and numbers) documented with them are what the commands give
+    is_sweep = "sweep" in read_mapping(path)
+    cfgs = [r.config for r in load_sweep(path).runs] if is_sweep else [load_config(path)]
+    assert {c.mask_strategy for c in cfgs} == {"paper"}, rel(path)
