@@ -50,6 +50,7 @@ from .config import Config, ConfigError
 from .evaluation import batches, evaluate_split, tsne_sample
 from balm.io import atomic_write_json
 from .losses import class_weight_tensor, make_loss
+from .memory import release_memory
 from .model import build_model, model_meta, resolve_device, save_checkpoint
 from .optim import make_optimizer
 from .prepare import prepare_data
@@ -116,6 +117,7 @@ def train(
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    release_memory()  # what an earlier run in this process (a sweep worker's) left behind
     device = resolve_device(cfg.device)
     data = prepare_data(cfg, dataset)
     ds = data.dataset
@@ -229,6 +231,11 @@ def train(
         if staged and diverged is None:
             records.append(_stage_record(plan[-1], best, start - stage_start, time.perf_counter() - t_stage))
 
+    # training is over: its optimizer state, gradients and freed blocks are not needed below
+    del optimizer
+    last = None
+    model.zero_grad(set_to_none=True)
+    release_memory()
     if diverged is not None:
         runlog.tb.close()
         result = run_result(cfg, data, runlog, test=None, best=best, stopped_early=False, device=device,
