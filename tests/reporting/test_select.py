@@ -153,9 +153,35 @@ def test_cli_writes_the_selection(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "best mean dev W-F1" in text and "paired t-test" in text
     rows = list(csv.DictReader(open(root / "report" / "select-dev.csv")))
-    assert len(rows) == 2 * 3
+    assert len(rows) == 2 * 3 + 2  # every cell, then the pooled rows of the two methods
     won = _expected_winner(dev, "balm", 1)
     row = next(r for r in rows if r["column"] == "late_fusion+balm" and r["rates"] == "(0, 0, 0)")
     assert json.loads(row["point"])["tau"] == _point_of(won)[0]
     assert (root / "report" / "select-dev.md").is_file()
     assert main(["report", str(tmp_path / "empty"), "--select", "dev"]) == 2
+
+
+def test_the_pooled_row_pairs_every_setting_and_seed(tmp_path):
+    from balm.reporting.select import pooled, to_csv, to_markdown
+
+    dev, test = _scores(6), _scores(7)
+    sel = select_dev(load_results(_sweep(tmp_path, dev, test)))
+    pool = pooled(sel)
+    assert pool["late_fusion"] is None  # the reference has no pairs
+    for form, column in (("balm", "late_fusion+balm"), ("ogm-ge", "late_fusion+ogm-ge")):
+        # by hand: each setting's dev winner against that setting's none, 2 settings x 5 seeds
+        a = [test[(_expected_winner(dev, form, ri), ri, s)] for ri in range(2) for s in SEEDS]
+        b = [test[("none", ri, s)] for ri in range(2) for s in SEEDS]
+        p = pool[column]
+        assert p["n"] == 10
+        assert p["mean"] == pytest.approx(np.mean(np.subtract(a, b)))
+        assert p["std"] == pytest.approx(np.std(np.subtract(a, b), ddof=1))
+        assert p["ahead"] == sum(x > y for x, y in zip(a, b))
+        assert p["p"] == pytest.approx(ttest_rel(a, b).pvalue)
+    md = to_markdown(sel)
+    line = next(x for x in md.splitlines() if x.startswith("| all settings, pooled"))
+    assert f"{100 * pool['late_fusion+balm']['mean']:+.2f}" in line and "/10," in line
+    rows = [r for r in csv.DictReader(to_csv(sel).splitlines()) if r["rates"] == "all"]
+    assert {r["column"] for r in rows} == {"late_fusion+balm", "late_fusion+ogm-ge"}
+    assert float(next(r for r in rows if r["column"] == "late_fusion+balm")["diff_mean"]) == pytest.approx(
+        pool["late_fusion+balm"]["mean"])

@@ -14,7 +14,9 @@ seeds wins (ties: the first in the sweep's order)::
 Only the dev scores reach :func:`choose`; the test scores of the winning point are reported
 (mean ± std over seeds), with the paired differences against ``none`` of the same backbone and
 row (mean ± std of test W-F1 − none's, seeds ahead, the paired t-test p-value,
-``scipy.stats.ttest_rel``).
+``scipy.stats.ttest_rel``). With more than one row, :func:`pooled` adds a row of the differences
+pooled over every setting (each setting's winner against that setting's ``none``, one pair per
+setting and seed).
 """
 
 from __future__ import annotations
@@ -135,7 +137,25 @@ def select_dev(runs: list[RunResult], metric: str = "wf1") -> Selection:
         ref = next((v for (rw, cl), v in cells.items() if rw == row and v["reference"] and v["backbone"] == c["backbone"]),
                    None)
         c["paired"] = None if ref is None or c["reference"] else paired(c["seeds"], ref["seeds"])
+        c["reference_seeds"] = None if c["paired"] is None else ref["seeds"]
     return Selection(keys, rows, columns, cells, metric)
+
+
+def pooled(sel: Selection) -> dict[str, dict | None]:
+    """Per column, :func:`paired` over every (setting, seed) pair: each setting's dev-selected
+    point against that setting's ``none``; None for a column without pairs."""
+    out = {}
+    for col in sel.columns:
+        scores, reference = {}, {}
+        for row in sel.rows:
+            c = sel.cells.get((row, col))
+            if c is None or c.get("reference_seeds") is None:
+                continue
+            for seed, v in c["seeds"].items():
+                if seed in c["reference_seeds"]:
+                    scores[(row, seed)], reference[(row, seed)] = v, c["reference_seeds"][seed]
+        out[col] = paired(scores, reference) if scores else None
+    return out
 
 
 def paired(scores: dict, reference: dict) -> dict | None:
@@ -156,6 +176,10 @@ def paired(scores: dict, reference: dict) -> dict | None:
 def _point_label(point: dict, varied: list[str]) -> str:
     shown = {k.replace("method_options.", ""): point.get(k) for k in varied}
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+
+
+def _paired_text(p: dict | None) -> str:
+    return "–" if p is None else f"{100 * p['mean']:+.2f} ± {100 * p['std']:.2f}, {p['ahead']}/{p['n']}, p {p['p']:.2g}"
 
 
 def to_markdown(sel: Selection) -> str:
@@ -185,9 +209,12 @@ def to_markdown(sel: Selection) -> str:
             for col in sel.columns:
                 c = sel.cells.get((row, col))
                 p = None if c is None else c["paired"]
-                cells.append("–" if p is None else
-                             f"{100 * p['mean']:+.2f} ± {100 * p['std']:.2f}, {p['ahead']}/{p['n']}, p {p['p']:.2g}")
+                cells.append(_paired_text(p))
             out.append("| " + " | ".join(cells) + " |")
+        if len(sel.rows) > 1:
+            pool = pooled(sel)
+            cells = ["all settings, pooled"] + [""] * (len(head) - 1)
+            out.append("| " + " | ".join(cells + [_paired_text(pool[col]) for col in sel.columns]) + " |")
     out.append("")
     out.append("Grid keys: " + (", ".join(sorted(varied)) if varied else "none varied") +
                "; the winner of each cell is chosen on dev only (docs/experiments.md, `--select dev`).")
@@ -196,7 +223,8 @@ def to_markdown(sel: Selection) -> str:
 
 def to_csv(sel: Selection) -> str:
     """Long format (fractions): row keys, column, chosen grid point (JSON), grid points, runs, dev metric,
-    test acc / metric mean and std, paired difference against none (mean, std, ahead, n, p)."""
+    test acc / metric mean and std, paired difference against none (mean, std, ahead, n, p); with
+    several rows, then one row per column of the differences pooled over them (row keys ``all``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(sel.keys + ["column", "point", "points", "n", f"dev_{sel.metric}", "test_acc_mean", "test_acc_std",
@@ -211,6 +239,11 @@ def to_csv(sel: Selection) -> str:
             w.writerow(list(row) + [col, json.dumps(c["point"], sort_keys=True), c["points"], c["n"], c["dev"],
                                     *c["test"]["acc"], *c["test"][sel.metric], p.get("mean", ""), p.get("std", ""),
                                     p.get("ahead", ""), p.get("n", ""), p.get("p", "")])
+    if len(sel.rows) > 1:  # the pooled differences: row keys "all", no point or test scores of their own
+        for col, p in pooled(sel).items():
+            if p is not None:
+                w.writerow(["all"] * len(sel.keys) + [col, "", "", p["n"], "", "", "", "", "", p["mean"], p["std"],
+                                                       p["ahead"], p["n"], p["p"]])
     return buf.getvalue()
 
 
