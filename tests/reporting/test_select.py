@@ -185,3 +185,25 @@ def test_the_pooled_row_pairs_every_setting_and_seed(tmp_path):
     assert {r["column"] for r in rows} == {"late_fusion+balm", "late_fusion+ogm-ge"}
     assert float(next(r for r in rows if r["column"] == "late_fusion+balm")["diff_mean"]) == pytest.approx(
         pool["late_fusion+balm"]["mean"])
+
+
+def test_regression_runs_report_mae_and_corr_at_the_chosen_point(tmp_path):
+    from balm.reporting.select import to_markdown
+
+    dev, test = _scores(8), _scores(9)
+    root = _sweep(tmp_path, dev, test)
+    rng = np.random.default_rng(10)
+    mae = {}
+    for f in sorted((root / "runs").glob("*/result.json")):
+        res = json.loads(f.read_text())
+        mae[f.parent.name] = float(rng.uniform(0.8, 1.2))
+        res["test"].update(mae=mae[f.parent.name], corr=1.0 - mae[f.parent.name] / 2)
+        f.write_text(json.dumps(res))
+    sel = select_dev(load_results(root))
+    won = _expected_winner(dev, "balm", 0)
+    want = [mae[f"{won.replace('@', '_')}-0-{s}"] for s in SEEDS]  # the dev-chosen point's runs
+    c = _cell(sel, 0, "late_fusion+balm")
+    assert c["test"]["mae"][0] == pytest.approx(np.mean(want))
+    assert c["test"]["corr"][0] == pytest.approx(1.0 - np.mean(want) / 2)
+    line = next(x for x in to_markdown(sel).split("### Regression")[1].splitlines() if x.startswith("| (0.5"))
+    assert f"MAE {np.mean(want):.3f} ± {np.std(want, ddof=1):.3f}" in line

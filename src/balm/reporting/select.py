@@ -34,6 +34,7 @@ from .tables import RunResult, format_value, load_results, mean_std, setting_key
 GRID_TOP_KEYS = ("tau", "rho")
 POINT_SEP = "@"
 REFERENCE = "none"
+REGRESSION = ("mae", "corr")  # regression runs: reported at the chosen point beside W-F1 of the sign
 
 
 def grid_point(config: dict) -> dict[str, Any]:
@@ -128,7 +129,8 @@ def select_dev(runs: list[RunResult], metric: str = "wf1") -> Selection:
         cells[(row, col)] = {
             "point": json.loads(won), "points": len(points), "varied": varied,
             "dev": sum(r.result["dev"][metric] for r in chosen) / len(chosen),
-            "test": {m: mean_std([r.result["test"][m] for r in chosen]) for m in ("acc", metric)},
+            "test": {m: mean_std([r.result["test"][m] for r in chosen]) for m in ("acc", metric, *REGRESSION)
+                     if m in ("acc", metric) or all(m in r.result["test"] for r in chosen)},
             "seeds": {_seed(r): r.result["test"][metric] for r in chosen},  # for the paired differences
             "n": len(chosen), "reference": any(_is_reference(r) for r in chosen),
             "backbone": chosen[0].config["backbone"],
@@ -215,6 +217,16 @@ def to_markdown(sel: Selection) -> str:
             pool = pooled(sel)
             cells = ["all settings, pooled"] + [""] * (len(head) - 1)
             out.append("| " + " | ".join(cells + [_paired_text(pool[col]) for col in sel.columns]) + " |")
+    if any("mae" in c["test"] for c in sel.cells.values()):
+        out += ["", "### Regression: test MAE and Pearson correlation at the same points, mean ± std over seeds\n",
+                "| " + " | ".join(head + sel.columns) + " |", "|" + "---|" * (len(head) + len(sel.columns))]
+        for row in sel.rows:
+            cells = list(row) if sel.keys else ["all"]
+            for col in sel.columns:
+                t = (sel.cells.get((row, col)) or {}).get("test", {})
+                cells.append("–" if "mae" not in t else
+                             f"MAE {t['mae'][0]:.3f} ± {t['mae'][1]:.3f}, Corr {t['corr'][0]:.3f} ± {t['corr'][1]:.3f}")
+            out.append("| " + " | ".join(cells) + " |")
     out.append("")
     out.append("Grid keys: " + (", ".join(sorted(varied)) if varied else "none varied") +
                "; the winner of each cell is chosen on dev only (docs/experiments.md, `--select dev`).")
