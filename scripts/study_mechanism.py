@@ -1,6 +1,7 @@
 """The mechanism check of docs/study.md, from a finished configs/study/*-mechanism.yaml sweep.
 
     python scripts/study_mechanism.py runs/study/mosi-mechanism --figure docs/study/mosi-mechanism.png
+    python scripts/study_mechanism.py runs/study/iemocap-mechanism --loss-epoch 10 --figure docs/study/iemocap-mechanism.png
 
 Prints (1) test W-F1 per case and ρ (mean ± std over seeds; the slope of W-F1 in log ρ by least
 squares over every run), and (2) per Δ definition, whether μ amplifies the lagging modality: over
@@ -97,7 +98,7 @@ def _smooth(v, k=10):
     return np.convolve(v, np.ones(k) / k, mode="valid") if v.size >= k else v
 
 
-def figure(runs: list[dict], delta_cases: dict[str, str], rho_cases: list[str], path: Path) -> None:
+def figure(runs: list[dict], delta_cases: dict[str, str], rho_cases: list[str], path: Path, epoch: int = 2) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +106,7 @@ def figure(runs: list[dict], delta_cases: dict[str, str], rho_cases: list[str], 
 
     table = rho_table(runs)
     fig, axes = plt.subplots(1, 2 + len(delta_cases), figsize=(4.2 * (2 + len(delta_cases)), 3.8))
-    loss = early_loss(runs)
+    loss = early_loss(runs, epoch - 1)
     ax = axes[1]
     for case in rho_cases:
         if case in loss:
@@ -116,7 +117,7 @@ def figure(runs: list[dict], delta_cases: dict[str, str], rho_cases: list[str], 
             ax.axhline(np.mean(sum(loss[case].values(), [])), color="k", ls=style, lw=1, label=case)
     ax.set_xticks(sorted({x for pts in loss.values() for x in pts}))
     ax.set_xlabel("ρ (modulation intensity)")
-    ax.set_ylabel("training loss in epoch 2 (mean over seeds)")
+    ax.set_ylabel(f"training loss in epoch {epoch} (mean over seeds)")
     ax.set_title("speed: does ρ act on training?")
     ax.legend(fontsize=7)
     ax = axes[0]
@@ -160,6 +161,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sweep", type=Path)
     ap.add_argument("--figure", type=Path)
+    ap.add_argument("--loss-epoch", type=int, default=2,
+                    help="the epoch (1-based) whose training loss shows the speed (default 2)")
     args = ap.parse_args()
     runs = load(args.sweep)
     table = rho_table(runs)
@@ -168,8 +171,8 @@ def main() -> None:
     for case, pts in table.items():
         cells = [f"{100 * np.mean(pts[x]):.2f} ± {100 * np.std(pts[x], ddof=1):.2f}" for x in sorted(pts)]
         print(f"| {case} | " + " | ".join(cells) + f" | {slope(pts):+.2f} |")
-    loss = early_loss(runs)
-    print("\ntraining loss in epoch 2 (mean over seeds):")
+    loss = early_loss(runs, args.loss_epoch - 1)
+    print(f"\ntraining loss in epoch {args.loss_epoch} (mean over seeds):")
     for case, pts in loss.items():
         print(f"  {case}: " + ", ".join(f"ρ {x:g} {np.mean(pts[x]):.3f}" for x in sorted(pts)))
     delta_cases = {"same-batch": "grm-adam", "history": "grm-adam-history", "ema": "grm-adam-ema"}
@@ -183,7 +186,7 @@ def main() -> None:
     n = len(runs)
     print(f"\n{n} runs, {sum(r['result']['train_seconds'] for r in runs):.0f} s of training")
     if args.figure:
-        figure(runs, delta_cases, ["grm-adam", "grm-sgd", "grm-update", "grm-update-ema"], args.figure)
+        figure(runs, delta_cases, ["grm-adam", "grm-sgd", "grm-update", "grm-update-ema"], args.figure, args.loss_epoch)
         print(f"figure: {args.figure}")
 
 
