@@ -109,6 +109,18 @@ def _split_direction_gru():
     return swapped({mmdfn: {"run_packed": split_run, "run_by_speaker": by_speaker}})
 
 
+def _optimizer(name: str):
+    """The trainer's optimizer chosen as config ``optimizer: name`` (the heads keep theirs)."""
+    import dataclasses
+
+    from balm.experiments import optim, trainer
+
+    def make(cfg, params, lr=None):
+        return optim.make_optimizer(dataclasses.replace(cfg, optimizer=name), params, lr=lr)
+
+    return swapped({trainer: {"make_optimizer": make}})
+
+
 @contextlib.contextmanager
 def _all_before():
     """Every taken change undone at once: the code as it was before them."""
@@ -135,6 +147,10 @@ CHANGES = {
     "adam-fused": Change(
         "Adam with fused=True (one fused kernel; results differ by rounding)",
         "per-tensor", "fused", contextlib.nullcontext, _adam(fused=True)),
+    "optimizer-adam-fused": Change(
+        "the opt-in config value optimizer: adam-fused (torch's fused Adam for backbone and FCM; the heads "
+        "keep per-tensor Adam; results differ by rounding)",
+        "adam", "adam-fused", contextlib.nullcontext, lambda: _optimizer("adam-fused")),
     "mmdfn-split-gru": Change(
         "MM-DFN's bidirectional GRUs as two single-direction passes (results differ: dropout draws, rounding)",
         "packed", "split", contextlib.nullcontext, _split_direction_gru, config="configs/iemocap/mmdfn.yaml"),

@@ -28,7 +28,7 @@ MODALITY_LETTERS = {"A": "audio", "V": "visual", "L": "text", "T": "text"}
 LOSSES = ("auto", "nll", "ce", "focal", "mse")
 CLASS_WEIGHTS = ("none", "balanced", "inverse")
 COEFFICIENTS = ("guarded", "raw", "floored")
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "adam-fused", "adamw-fused")
 
 
 class ConfigError(BalmError):
@@ -436,7 +436,9 @@ class Config:
     batch_size: int = _opt(_int(1), "sequences (dialogues) per training batch", 16, "int")
     eval_batch_size: Any = _opt(_int(1, optional=True), "sequences per evaluation batch; null = 4 x batch_size", None, "int | null")
     optimizer: str = _opt(_choice(OPTIMIZERS, "optimizer"), "optimizer of backbone and FCM: adam, adamw (decoupled "
-                          "weight decay) or sgd (with momentum); the unimodal heads keep their own Adam", "adam", "str")
+                          "weight decay), sgd (with momentum), or adam-fused / adamw-fused (torch's fused kernel: "
+                          "faster, results not bit-identical to adam's); the unimodal heads keep their own Adam",
+                          "adam", "str")
     momentum: float = _opt(_float(0.0, 1.0, hi_open=True), "momentum of sgd (0 = plain θ ← θ − lr·g); only with "
                            "optimizer: sgd", 0.0, "float")
     lr: float = _opt(_float(0.0, lo_open=True), "learning rate of backbone and FCM (the optimizer's) and of the "
