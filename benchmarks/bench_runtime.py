@@ -40,7 +40,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-BACKBONES = ("late_fusion", "mmgcn", "mmdfn", "gcnet", "sdrgnn", "micga")
+BACKBONES = ("late_fusion", "mmgcn", "mmdfn", "gcnet", "sdrgnn", "micga", "mmin", "momke", "redcore", "mce")
+# backbones that train in two stages as methods of their own (method: none only): the option that sets
+# the first stage's epochs, and the one that sets the second's (absent or None: the config's epochs)
+STAGED = {"mmin": ("pretrain_epochs", None), "momke": ("experts_epochs", "router_epochs"),
+          "mce": ("unimodal_epochs", "train_epochs")}
 SETS = ("iemocap", "mosei")
 TABLE = {"iemocap": "table11.yaml", "mosei": "table12.yaml"}
 VARIANTS = ("none", "balm", "balm-d", "balm-s", "balm-m", "fcm-only")
@@ -60,6 +64,19 @@ def base_config(data_set: str, backbone: str) -> tuple[Path, list[str]]:
     return folder / "mmgcn.yaml", [f"{k}={json.dumps(v)}" for k, v in case.items() if k != "method"]
 
 
+def stage_epochs(cfg) -> tuple[int, int]:
+    """(first stage's epochs, second stage's) of a run of a STAGED backbone: its options, else the defaults."""
+    import inspect
+
+    from balm.backbones.registry import resolve_backbone
+
+    first, second = STAGED[cfg.backbone]
+    defaults = inspect.signature(resolve_backbone(cfg.backbone)).parameters
+    n_first = cfg.backbone_options.get(first, defaults[first].default)
+    n_second = cfg.backbone_options.get(second, defaults[second].default) if second else None
+    return n_first, cfg.epochs if n_second is None else n_second
+
+
 def child(key: str, epochs: int, device: str) -> None:
     """In a fresh process: one short run; prints ``RESULT {json}``."""
     import torch
@@ -71,6 +88,10 @@ def child(key: str, epochs: int, device: str) -> None:
     data_set, backbone, method = key.split(":")
     path, sets = base_config(data_set, backbone)
     full = load_config(path, sets)
+    if backbone in STAGED:  # both stages timed, ``epochs`` each
+        first, second = STAGED[backbone]
+        options = {**full.backbone_options, first: epochs, **({second: None} if second else {})}
+        sets = sets + [f"backbone_options={json.dumps(options)}"]
     cfg = load_config(path, sets + [f"method={method}", f"data=synthetic:{data_set}", f"epochs={epochs}",
                                     "threads=1", f"device={device}", "early_stopping=0"])
     marks, walls = [], []
@@ -81,6 +102,11 @@ def child(key: str, epochs: int, device: str) -> None:
         t_end, w_end = time.process_time(), time.perf_counter()
     epoch_cpu = [b - a for a, b in zip(marks, marks[1:])]
     epoch_wall = [b - a for a, b in zip(walls, walls[1:])]
+    stage_cpu = None
+    if backbone in STAGED:  # epoch i's time is marks[i] - marks[i-1]; each stage's first epoch is not timed
+        stage_cpu = [statistics.median(epoch_cpu[:epochs - 1]), statistics.median(epoch_cpu[epochs:])]
+        epoch_cpu = epoch_cpu[epochs:]
+        epoch_wall = epoch_wall[epochs:]
     per_epoch = statistics.median(epoch_cpu)
     out = {
         "key": key, "config": str(path.relative_to(ROOT)), "sets": sets, "batch_size": cfg.batch_size,
@@ -94,6 +120,12 @@ def child(key: str, epochs: int, device: str) -> None:
         "status": res.get("status", "finished"),
     }
     out["run_cpu_s"] = out["fixed_cpu_s"] + per_epoch * full.epochs
+    if stage_cpu is not None:
+        out["stage_epoch_cpu_s"] = stage_cpu
+        out["fixed_cpu_s"] = (t_end - t_run) - epochs * sum(stage_cpu)
+        first_epochs, main_epochs = stage_epochs(full)
+        out["config_epochs"] = f"{first_epochs} + {main_epochs}"
+        out["run_cpu_s"] = out["fixed_cpu_s"] + first_epochs * stage_cpu[0] + main_epochs * stage_cpu[1]
     if device.startswith("cuda"):
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print("RESULT " + json.dumps(out), flush=True)
@@ -114,7 +146,9 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         d, b, m = r["key"].split(":")
-        lines.append(f"| {d} | {b} | {m} | {r['batch_size']} | {r['epoch_cpu_s']:.2f} | {r['epoch_wall_s']:.2f} | "
+        cpu = (" / ".join(f"{v:.2f}" for v in r["stage_epoch_cpu_s"]) if "stage_epoch_cpu_s" in r
+               else f"{r['epoch_cpu_s']:.2f}")  # a staged backbone: first stage / second stage
+        lines.append(f"| {d} | {b} | {m} | {r['batch_size']} | {cpu} | {r['epoch_wall_s']:.2f} | "
                      f"{r['config_epochs']} | {r['run_cpu_s']:.0f} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
@@ -128,6 +162,9 @@ def run_seconds(cfg, measured: dict[str, dict]) -> tuple[float, str] | None:
     r = measured.get(key)
     if r is None:
         return None
+    if "stage_epoch_cpu_s" in r:
+        first, main = stage_epochs(cfg)
+        return r["fixed_cpu_s"] + first * r["stage_epoch_cpu_s"][0] + main * r["stage_epoch_cpu_s"][1], key
     return r["fixed_cpu_s"] + cfg.epochs * r["epoch_cpu_s"], key
 
 
@@ -181,7 +218,8 @@ def main(argv=None):
     if args.variants:
         keys = [f"iemocap:mmgcn:{v}" for v in VARIANTS]
     else:
-        keys = [f"{d}:{b}:{m}" for d in args.sets for b in args.backbones for m in args.methods]
+        keys = [f"{d}:{b}:{m}" for d in args.sets for b in args.backbones for m in args.methods
+                if m == "none" or b not in STAGED]  # the staged backbones take method: none only
     rows = []
     for k in keys:
         print(f"  {k} ...", file=sys.stderr, flush=True)
