@@ -18,7 +18,7 @@ their case of ``configs/<set>/table1x.yaml``; late fusion takes ``mmgcn.yaml`` w
 
     python benchmarks/bench_runtime.py --out runtime.json           # about 20 min of CPU time
     python benchmarks/bench_runtime.py --sets iemocap --backbones mmgcn mmdfn --epochs 3
-    python benchmarks/bench_runtime.py --sweeps runtime.json          # sweep estimates only
+    python benchmarks/bench_runtime.py --sweeps runtime.json          # targets and sweep estimates only
     python benchmarks/bench_runtime.py --variants --out imr.json      # seconds per run of each
                                                                       # MMGCN variant (the IMR table)
 """
@@ -153,6 +153,38 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- targets
+MMDFN_OVER_MMGCN = 1.5  # MM-DFN+BALM's epoch at most this times MMGCN+BALM's (IEMOCAP-sized set)
+GCNET_SECONDS = 2.5  # GCNet+BALM CPU seconds per epoch, one thread
+MMDFN_MB = 1024  # MM-DFN+BALM's whole-process peak
+IMR_HOURS = 1.0  # the IMR variants table with --workers 2
+
+
+def targets(rows: list[dict], workers: int = 2) -> list[str]:
+    """The speed targets (docs/runtime.md) that ``rows`` measure: the figure, the target, met or not."""
+    r = {row["key"]: row for row in rows}
+    out = []
+
+    def line(what, value, limit, fmt):
+        out.append(f"target {what}: {fmt.format(value)} (target {fmt.format(limit)}) "
+                   f"{'met' if value <= limit else 'MISSED'}")
+
+    mmdfn, mmgcn = r.get("iemocap:mmdfn:balm"), r.get("iemocap:mmgcn:balm")
+    if mmdfn and mmgcn:
+        line("MM-DFN+BALM / MMGCN+BALM epoch, IEMOCAP-sized", mmdfn["epoch_cpu_s"] / mmgcn["epoch_cpu_s"],
+             MMDFN_OVER_MMGCN, "{:.2f}x")
+    if mmdfn:
+        line("MM-DFN+BALM peak RSS, IEMOCAP-sized", mmdfn["peak_rss_mb"], MMDFN_MB, "{:.0f} MB")
+    if "iemocap:gcnet:balm" in r:
+        line("GCNet+BALM CPU s / epoch, IEMOCAP-sized, one thread", r["iemocap:gcnet:balm"]["epoch_cpu_s"],
+             GCNET_SECONDS, "{:.2f}")
+    variants = [r.get(f"iemocap:mmgcn:{v}") for v in VARIANTS]
+    if all(variants):  # 30 runs of each variant (6 settings x 5 seeds), the run time measured per variant
+        hours = sum(30 * v["run_cpu_s"] for v in variants) / 3600 / workers
+        line(f"IMR variants table (180 runs) with --workers {workers}, estimated", hours, IMR_HOURS, "{:.2f} h")
+    return out
+
+
 # ---------------------------------------------------------------------------- sweeps
 def run_seconds(cfg, measured: dict[str, dict]) -> tuple[float, str] | None:
     """Estimated seconds of one run: the measured (set, backbone, plain|BALM) figures, the run's epochs."""
@@ -211,6 +243,7 @@ def main(argv=None):
         return child(args._child, args.epochs, args.device)
     if args.sweeps:
         rows = json.loads(Path(args.sweeps).read_text())
+        print("\n".join(targets(rows, args.workers)))
         print(sweep_estimates({r["key"]: r for r in rows}, args.workers))
         return
     if args.epochs < 2:
@@ -227,6 +260,7 @@ def main(argv=None):
         if args.out:
             Path(args.out).write_text(json.dumps(rows, indent=1))
     print(table(rows))
+    print("\n".join(targets(rows, args.workers)))
     if not args.variants:
         print()
         print(sweep_estimates({r["key"]: r for r in rows}, args.workers))

@@ -49,3 +49,18 @@ def test_committed_measurements_cover_the_missing_baselines_sweep():
     runs = load_sweep(ROOT / "configs" / "iemocap" / "missing_baselines.yaml").runs
     estimates = [bench.run_seconds(run.config, measured) for run in runs]
     assert len(runs) == 210 and all(e is not None and e[0] > 0 for e in estimates)
+
+
+def test_targets_name_each_figure_and_whether_it_is_met():
+    rows = [{"key": "iemocap:mmgcn:balm", "epoch_cpu_s": 2.0, "run_cpu_s": 150.0, "peak_rss_mb": 900.0},
+            {"key": "iemocap:mmdfn:balm", "epoch_cpu_s": 5.0, "run_cpu_s": 400.0, "peak_rss_mb": 1000.0},
+            {"key": "iemocap:gcnet:balm", "epoch_cpu_s": 2.4, "run_cpu_s": 200.0, "peak_rss_mb": 900.0}]
+    lines = bench.targets(rows)
+    assert lines[0].startswith("target MM-DFN+BALM / MMGCN+BALM") and "2.50x (target 1.50x) MISSED" in lines[0]
+    assert "1000 MB (target 1024 MB) met" in lines[1] and "2.40 (target 2.50) met" in lines[2]
+    assert len(lines) == 3  # no IMR line without all six variants
+    rows += [{"key": f"iemocap:mmgcn:{v}", "run_cpu_s": 120.0} for v in ("none", "balm-d", "balm-s", "balm-m",
+                                                                            "fcm-only")]
+    imr = bench.targets(rows, workers=2)[-1]
+    # 30 runs of each of six variants: (5 x 120 + 150) x 30 / 3600 / 2 = 3.125 h
+    assert imr.startswith("target IMR variants table") and "3.12 h (target 1.00 h) MISSED" in imr
