@@ -64,3 +64,20 @@ def test_targets_name_each_figure_and_whether_it_is_met():
     imr = bench.targets(rows, workers=2)[-1]
     # 30 runs of each of six variants: (5 x 120 + 150) x 30 / 3600 / 2 = 3.125 h
     assert imr.startswith("target IMR variants table") and "3.12 h (target 1.00 h) MISSED" in imr
+
+
+def test_throughput_sweep_is_the_config_over_seeds(tmp_path):
+    """bench_sweep_throughput's sweep: ``runs`` seeds of the given config, its other keys kept."""
+    from balm.experiments.config import load_config
+    from balm.experiments.sweep import load_sweep
+
+    tp = load_bench("bench_sweep_throughput")
+    config = ROOT / "configs" / "iemocap" / "mmgcn.yaml"
+    spec = tp.sweep_file(tmp_path, config, runs=3, epochs=4, device="cpu", data="synthetic:iemocap")
+    runs = load_sweep(spec).runs
+    base = load_config(config, ["data=synthetic:iemocap"])
+    assert sorted(r.config.seed for r in runs) == [0, 1, 2]
+    for r in runs:
+        assert (r.config.epochs, r.config.device, r.config.early_stopping, r.config.checkpoint) == (4, "cpu", 0, False)
+        assert (r.config.backbone, r.config.method, r.config.lr, r.config.rates) == (
+            base.backbone, base.method, base.lr, base.rates)
