@@ -80,6 +80,12 @@ def test_runs_of_an_earlier_sweep_config_are_kept_on_disk_but_left_out(tiny_data
     assert rep["runs"] == 2 and "1 folder(s) under runs/ outside the current sweep plan" in rep["markdown"].read_text()
 
 
+def _finished(out):
+    """result.json of finished runs: a run writes its folder as ``.<id>.partial`` and renames it when
+    done, so a result.json inside a ``.partial`` folder is a run killed before its rename."""
+    return [p for p in out.glob("runs/*/result.json") if not p.parent.name.startswith(".")]
+
+
 def test_sigkill_mid_sweep_then_rerun_completes_each_run_once(tiny_data, tmp_path):
     cfg = write_yaml(tmp_path / "sweep.yaml", {**base_config(tiny_data, epochs=25, tsne_samples=0),
                                                 "sweep": {"seed": [0, 1, 2, 3]}})
@@ -90,17 +96,17 @@ def test_sigkill_mid_sweep_then_rerun_completes_each_run_once(tiny_data, tmp_pat
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if list(out.glob("runs/*/result.json")):
+        if _finished(out):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the sweep finished before it could be killed: " + proc.stderr.read().decode()
     proc.send_signal(signal.SIGKILL)  # the sweep process only; its pool workers must follow it
     proc.wait()
     time.sleep(0.3)
-    finished_before = {p.parent.name: p.read_bytes() for p in out.glob("runs/*/result.json")}
+    finished_before = {p.parent.name: p.read_bytes() for p in _finished(out)}
     assert 1 <= len(finished_before) < 4
     time.sleep(2.0)  # orphaned workers (if any survived) would finish their runs meanwhile
-    assert len(list(out.glob("runs/*/result.json"))) == len(finished_before)
+    assert len(_finished(out)) == len(finished_before)
     subprocess.run(cmd[:-2], env=env, check=True, capture_output=True)
     sweep = load_sweep(cfg)
     runs = sorted(d.name for d in (out / "runs").iterdir())
