@@ -119,12 +119,12 @@ def child(key: str, epochs: int, device: str) -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "status": res.get("status", "finished"),
     }
-    out["run_cpu_s"] = out["fixed_cpu_s"] + per_epoch * full.epochs
-    if stage_cpu is not None:
-        out["stage_epoch_cpu_s"] = stage_cpu
-        out["fixed_cpu_s"] = (t_end - t_run) - epochs * sum(stage_cpu)
+    if stage_cpu is None:
+        out["run_cpu_s"] = out["fixed_cpu_s"] + per_epoch * full.epochs
+    else:
         first_epochs, main_epochs = stage_epochs(full)
-        out["config_epochs"] = f"{first_epochs} + {main_epochs}"
+        out.update(stage_epoch_cpu_s=stage_cpu, config_epochs=f"{first_epochs} + {main_epochs}",
+                   fixed_cpu_s=(t_end - t_run) - epochs * sum(stage_cpu))
         out["run_cpu_s"] = out["fixed_cpu_s"] + first_epochs * stage_cpu[0] + main_epochs * stage_cpu[1]
     if device.startswith("cuda"):
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -24,16 +24,16 @@ def make_optimizer(cfg: Config, params: Iterable[torch.nn.Parameter], lr: float 
     """``cfg.optimizer`` over ``params`` with ``lr`` (default ``cfg.lr``), ``cfg.weight_decay`` (and
     ``cfg.momentum`` for sgd)."""
     lr = cfg.lr if lr is None else lr
-    if cfg.optimizer in ("adam", "adamw"):
-        kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-        return kind(params, lr=lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer in ("adam-fused", "adamw-fused"):
-        kind = torch.optim.Adam if cfg.optimizer == "adam-fused" else torch.optim.AdamW
+    base = cfg.optimizer.removesuffix("-fused")
+    if base in ("adam", "adamw"):
+        kind = torch.optim.Adam if base == "adam" else torch.optim.AdamW
+        if base == cfg.optimizer:
+            return kind(params, lr=lr, weight_decay=cfg.weight_decay)
         try:
             return kind(params, lr=lr, weight_decay=cfg.weight_decay, fused=True)
         except RuntimeError as e:  # a device or dtype the fused kernel does not cover, or an older torch
             raise ConfigError(f"torch {torch.__version__} has no fused {kind.__name__} for these parameters "
-                              f"({e}); use {cfg.optimizer.removesuffix('-fused')!r}", key="optimizer") from None
+                              f"({e}); use {base!r}", key="optimizer") from None
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")  # Config validates the key first
